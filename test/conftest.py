@@ -1,0 +1,54 @@
+"""Shared fixtures. ROS-facing tests get an isolated DDS domain on loopback per session."""
+from __future__ import annotations
+
+import os
+import random
+
+import cv2
+import numpy as np
+import pytest
+
+from g2s_localization.tile_sources import MBTilesWriter, write_xyz_tile
+
+# One random DDS domain per test session, discovery restricted to this machine.
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+# Tiles of the coordinate-pattern fixture: zoom 19 around Karlsruhe (KITTI's city).
+FIXTURE_ZOOM = 19
+FIXTURE_TILE_X0 = 274376
+FIXTURE_TILE_Y0 = 180050
+FIXTURE_TILES = 4
+
+
+def coordinate_tile(z: int, x: int, y: int, size: int = 256) -> np.ndarray:
+    """RGB tile whose pixel (r, c) holds R = c, G = r, B = tile id, so colours tell position."""
+    rows, cols = np.mgrid[0:size, 0:size]
+    tile = np.empty((size, size, 3), dtype=np.uint8)
+    tile[..., 0] = cols % 256
+    tile[..., 1] = rows % 256
+    tile[..., 2] = (x * 7 + y * 13 + z * 31) % 256
+    return tile
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture(scope="session")
+def coordinate_tiles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The same 4x4 block of coordinate tiles as an XYZ folder and as MBTiles."""
+    root = tmp_path_factory.mktemp("tiles")
+    xyz = root / "xyz"
+    writer = MBTilesWriter(root / "area.mbtiles", name="fixture")
+    for dx in range(FIXTURE_TILES):
+        for dy in range(FIXTURE_TILES):
+            x, y = FIXTURE_TILE_X0 + dx, FIXTURE_TILE_Y0 + dy
+            png = encode_png(coordinate_tile(FIXTURE_ZOOM, x, y))
+            write_xyz_tile(xyz, FIXTURE_ZOOM, x, y, png)
+            writer.add(FIXTURE_ZOOM, x, y, png)
+    writer.close()
+    return {"xyz": xyz, "mbtiles": root / "area.mbtiles", "zoom": FIXTURE_ZOOM,
+            "x0": FIXTURE_TILE_X0, "y0": FIXTURE_TILE_Y0, "n": FIXTURE_TILES}
