@@ -23,6 +23,8 @@ from .geodesy import EnuFrame
 
 # Ground material ids, also used by tests to find lane markings and crosswalks.
 GRASS, DIRT, ASPHALT, SIDEWALK, MARKING = 0, 1, 2, 3, 4
+PARKING_STRIP_M = 2.5
+ROAD_MARGIN_M = 150.0  # rotated 100 m patch (72 m) + GNSS error + a partial zoom-19 tile (50 m)
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class WorldConfig:
 
     seed: int = 0
     style: str = "suburb"  # "suburb" or "downtown": block size, building height, tree density
-    size_m: float = 360.0
+    size_m: float = 600.0
     anchor_lat_deg: float = 49.0114
     anchor_lon_deg: float = 8.4165
     ground_metres_per_px: float = 0.1
@@ -45,8 +47,8 @@ class WorldConfig:
     def __post_init__(self) -> None:
         if self.style not in ("suburb", "downtown"):
             raise ValueError(f"unknown style {self.style!r}; expected 'suburb' or 'downtown'")
-        if not 100.0 <= self.size_m <= 2000.0:
-            raise ValueError("size_m must be within 100..2000 m")
+        if not 2 * ROAD_MARGIN_M + 50.0 <= self.size_m <= 2000.0:
+            raise ValueError(f"size_m must be within {2 * ROAD_MARGIN_M + 50.0:.0f}..2000 m")
 
 
 @dataclass
@@ -72,7 +74,8 @@ class World:
 
     @property
     def road_width_m(self) -> float:
-        return 2.0 * self.config.lane_width_m
+        """Kerb to kerb: one lane and one parking strip each way."""
+        return 2.0 * (self.config.lane_width_m + PARKING_STRIP_M)
 
     def ground_px(self, x: NDArray, y: NDArray) -> tuple[NDArray, NDArray]:
         """ENU metres to continuous ground-raster ``(col, row)`` (pixel centres at integers)."""
@@ -110,7 +113,9 @@ def generate_world(config: WorldConfig | None = None) -> World:
 def _road_graph(config: WorldConfig, rng: np.random.Generator) -> tuple[NDArray, list[tuple[int, int]]]:
     """A jittered lattice of intersections; some links removed, all nodes kept connected."""
     block = 70.0 if config.style == "suburb" else 55.0
-    count = max(2, int((config.size_m - 40.0) // block) + 1)
+    # keep roads ROAD_MARGIN_M from the edge so heading-aligned patches around any GNSS fix on
+    # a road stay inside the tile cache
+    count = max(2, int((config.size_m - 2 * ROAD_MARGIN_M) // block) + 1)
     span = (count - 1) * block
     axis = np.linspace(-span / 2, span / 2, count)
     gx, gy = np.meshgrid(axis, axis, indexing="xy")
@@ -177,7 +182,7 @@ def _paint_markings(world: World) -> None:
         for s in np.arange(clear, length - clear, 6.0):  # 3 m dash, 3 m gap
             _marking_line(world, pa + direction * s, pa + direction * min(s + 3.0, length - clear), line_px, white)
         for side in (-1.0, 1.0):
-            offset = normal * side * (half_road - 0.3)
+            offset = normal * side * world.config.lane_width_m
             _marking_line(world, pa + direction * clear + offset, pb - direction * clear + offset, line_px, white)
         for end, sign in ((pa, 1.0), (pb, -1.0)):  # zebra stripes across the road at both ends
             centre = end + direction * sign * (world.road_width_m / 2.0 + 2.5)
@@ -263,7 +268,7 @@ def _place_cars(world: World, rng: np.random.Generator) -> tuple[tuple[NDArray, 
             if rng.uniform() > 0.35 * cfg.parked_car_density:
                 continue
             side = rng.choice([-1.0, 1.0])
-            p = pa + direction * s + normal * side * (cfg.lane_width_m - 1.0)
+            p = pa + direction * s + normal * side * (cfg.lane_width_m + PARKING_STRIP_M / 2)
             boxes.append([p[0], p[1], 0.0, 4.4, 1.8, 1.5, yaw + rng.normal(0, 0.03)])
             body = rng.choice([np.array([0.8, 0.8, 0.82]), np.array([0.1, 0.1, 0.12]), np.array([0.6, 0.1, 0.1]),
                                np.array([0.15, 0.25, 0.55]), np.array([0.5, 0.5, 0.5])])
