@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import yaml
 from numpy.typing import NDArray
 
 from .camera import PinholeCamera, kitti_camera, read_kitti_calib
@@ -174,6 +175,14 @@ class KittiRawDrive:
             o = self.oxts(frame)
             poses.append(GroundTruthPose(frame, stamp, o.lat, o.lon, o.alt, o.yaw, o.pitch, o.roll))
         return poses
+
+    def datum(self) -> tuple[float, float, float] | None:
+        """The synthetic world's map origin (``ground_truth/datum.yaml``), if the drive has one."""
+        path = self.path / "ground_truth" / "datum.yaml"
+        if not path.is_file():
+            return None
+        data = yaml.safe_load(path.read_text())
+        return float(data["lat_deg"]), float(data["lon_deg"]), float(data["alt_m"])
 
     def satmap_path(self, dataset_root: str | Path, frame: int) -> Path:
         return Path(dataset_root) / "satmap" / self.date / self.name / "image_02" / "data" / f"{frame:010d}.png"

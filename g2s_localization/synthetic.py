@@ -97,6 +97,8 @@ def make_drive(dataset_root: str | Path, world_dir: str | Path, drive_config: Dr
     for sensor in ("image_02", "oxts"):
         (drive_dir / sensor / "timestamps.txt").write_text(text)
     write_ground_truth(drive_dir / "ground_truth" / "poses.csv", truth)
+    datum = {"lat_deg": world.config.anchor_lat_deg, "lon_deg": world.config.anchor_lon_deg, "alt_m": ANCHOR_ALT_M}
+    (drive_dir / "ground_truth" / "datum.yaml").write_text(yaml.safe_dump(datum))
     if split:
         lines = [f"{date}/{drive_dir.name}/image_02/data/{k:010d}.png" for k in range(len(stamps))]
         with (root / f"{split}_files.txt").open("a") as f:

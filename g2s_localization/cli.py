@@ -1,0 +1,120 @@
+"""``g2s``: the command line. Thin: parse arguments, call the library, print where output went."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from .tile_sources import TileError
+
+
+def _make_world(args: argparse.Namespace) -> None:
+    from .synthetic import make_world
+    from .world import WorldConfig
+
+    config = WorldConfig(seed=args.seed, style=args.style, size_m=args.size, tree_density=args.trees,
+                         car_change_fraction=args.car_change, shadow_strength=args.shadows,
+                         colour_shift=args.colour_shift)
+    make_world(args.out, config)
+    print(f"world (SYNTHETIC) written to {args.out}: tiles/, area.mbtiles, satellite_overview.png")
+
+
+def _make_drive(args: argparse.Namespace) -> None:
+    from .drive import DriveConfig
+    from .synthetic import make_drive
+
+    out = make_drive(args.root, args.world, DriveConfig(seed=args.seed, duration_s=args.duration),
+                     date=args.date, number=args.number, split=args.split)
+    print(f"drive (SYNTHETIC, KITTI raw layout) with {out.frames} frames written to {out.drive_dir}")
+
+
+def _kitti_to_bag(args: argparse.Namespace) -> None:
+    from .bag_io import kitti_to_bag
+
+    datum = tuple(float(v) for v in args.datum.split(",")) if args.datum else None
+    if datum is not None and len(datum) != 3:
+        raise SystemExit("--datum takes lat,lon,alt")
+    path = kitti_to_bag(args.drive, args.bag, storage=args.storage, datum=datum)  # type: ignore[arg-type]
+    print(f"rosbag2 ({args.storage}) written to {path}")
+
+
+def _crop(args: argparse.Namespace) -> None:
+    import cv2
+
+    from .tile_sources import open_tile_source
+    from .tiles import TileCache
+
+    yaw = None if args.yaw_deg is None else math.radians(args.yaw_deg)
+    patch = TileCache(open_tile_source(args.tiles)).crop(args.lat, args.lon, yaw, args.size, args.mpp)
+    cv2.imwrite(str(args.out), cv2.cvtColor(patch.image, cv2.COLOR_RGB2BGR))
+    print(f"{args.size}x{args.size} px patch at {args.mpp} m/px written to {args.out}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), duration_s=args.duration)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="g2s", description="Ground-to-satellite camera localization tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-world", help="generate a synthetic town and its satellite tile cache")
+    p.add_argument("out", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--style", choices=("suburb", "downtown"), default="suburb")
+    p.add_argument("--size", type=float, default=600.0, help="side length in metres")
+    p.add_argument("--trees", type=float, default=1.0, help="tree density (0 = none)")
+    p.add_argument("--car-change", type=float, default=0.5, help="share of cars differing between captures")
+    p.add_argument("--shadows", type=float, default=0.45, help="satellite shadow strength")
+    p.add_argument("--colour-shift", type=float, default=1.0, help="camera/satellite colour gap")
+    p.set_defaults(func=_make_world)
+
+    p = sub.add_parser("make-drive", help="render a drive of a world in KITTI raw layout")
+    p.add_argument("root", type=Path, help="dataset root (raw_data/ and satmap/ go here)")
+    p.add_argument("--world", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duration", type=float, default=30.0, help="seconds at 10 Hz")
+    p.add_argument("--date", default="2026_01_01")
+    p.add_argument("--number", type=int, default=1)
+    p.add_argument("--split", default=None, help="append frames to <root>/<split>_files.txt")
+    p.set_defaults(func=_make_drive)
+
+    p = sub.add_parser("kitti-to-bag", help="convert a KITTI raw drive to a rosbag2")
+    p.add_argument("drive", type=Path, help="<date>_drive_<NNNN>_sync folder")
+    p.add_argument("bag", type=Path)
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument("--datum", default=None, help="map origin lat,lon,alt (default: the drive's own)")
+    p.set_defaults(func=_kitti_to_bag)
+
+    p = sub.add_parser("crop", help="cut a metric satellite patch out of a tile cache")
+    p.add_argument("tiles", type=Path, help="z/x/y folder or .mbtiles")
+    p.add_argument("--lat", type=float, required=True)
+    p.add_argument("--lon", type=float, required=True)
+    p.add_argument("--yaw-deg", type=float, default=None, help="ENU yaw of 'up' (omit for north-up)")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--mpp", type=float, default=0.2, help="metres per pixel")
+    p.add_argument("-o", "--out", type=Path, default=Path("patch.png"))
+    p.set_defaults(func=_crop)
+
+    p = sub.add_parser("demo", help="build the default synthetic world and drive and show the pipeline")
+    p.add_argument("--out", default="out/demo")
+    p.add_argument("--duration", type=float, default=10.0)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (TileError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"g2s {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
