@@ -21,7 +21,6 @@ setup(
     ],
     install_requires=["numpy", "scipy", "opencv-python-headless", "PyYAML", "tqdm", "torch", "safetensors"],
     zip_safe=True,
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             f"g2s = {PACKAGE}.cli:main",

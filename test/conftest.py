@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -52,3 +53,25 @@ def coordinate_tiles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, obje
     writer.close()
     return {"xyz": xyz, "mbtiles": root / "area.mbtiles", "zoom": FIXTURE_ZOOM,
             "x0": FIXTURE_TILE_X0, "y0": FIXTURE_TILE_Y0, "n": FIXTURE_TILES}
+
+
+@pytest.fixture(scope="session")
+def small_world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smallest allowed synthetic town, rendered and exported once per session."""
+    from g2s_localization.synthetic import make_world
+    from g2s_localization.world import WorldConfig
+
+    out = tmp_path_factory.mktemp("world")
+    make_world(out, WorldConfig(seed=3, size_m=350.0), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory, small_world_dir: Path) -> Path:
+    """A 1 s (10 frame) synthetic drive in KITTI raw layout."""
+    from g2s_localization.drive import DriveConfig
+    from g2s_localization.synthetic import make_drive
+
+    root = tmp_path_factory.mktemp("dataset")
+    make_drive(root, small_world_dir, DriveConfig(seed=1, duration_s=1.0), number=7, split="train", progress=False)
+    return root

@@ -1,0 +1,35 @@
+"""The g2s command line on real files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+
+from g2s_localization.cli import main
+
+
+def test_crop_writes_a_patch(coordinate_tiles: dict, tmp_path: Path, capsys) -> None:
+    from test_tiles import world_latlon
+
+    lat, lon = world_latlon(coordinate_tiles, 2, 2, 10, 20)
+    out = tmp_path / "p.png"
+    assert main(["crop", str(coordinate_tiles["mbtiles"]), "--lat", str(lat), "--lon", str(lon),
+                 "--yaw-deg", "30", "--size", "64", "--mpp", "0.25", "-o", str(out)]) == 0
+    assert cv2.imread(str(out)).shape == (64, 64, 3)
+    assert "written" in capsys.readouterr().out
+
+
+def test_errors_are_messages_not_tracebacks(tmp_path: Path, capsys) -> None:
+    assert main(["crop", str(tmp_path / "missing.mbtiles"), "--lat", "49", "--lon", "8.4"]) == 2
+    assert "error" in capsys.readouterr().err
+    assert main(["kitti-to-bag", str(tmp_path), str(tmp_path / "bag")]) == 2
+    assert "not a KITTI raw drive" in capsys.readouterr().err
+
+
+def test_make_drive_and_bag(small_world_dir: Path, tmp_path: Path) -> None:
+    assert main(["make-drive", str(tmp_path / "ds"), "--world", str(small_world_dir), "--duration", "0.3",
+                 "--number", "2"]) == 0
+    drive = tmp_path / "ds" / "raw_data" / "2026_01_01" / "2026_01_01_drive_0002_sync"
+    assert len(list((drive / "image_02" / "data").glob("*.png"))) == 3
+    assert main(["kitti-to-bag", str(drive), str(tmp_path / "bag"), "--storage", "sqlite3"]) == 0
+    assert (tmp_path / "bag" / "metadata.yaml").is_file()

@@ -1,0 +1,152 @@
+"""Synthetic world, satellite render, camera render and drive simulation."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from g2s_localization.camera import project_ground_to_image, rotation_ground_from_camera
+from g2s_localization.camera_render import CameraRenderer, CameraRig
+from g2s_localization.config import ConfigError, from_dict
+from g2s_localization.drive import DriveConfig, simulate_drive
+from g2s_localization.satellite import export_tiles, render_satellite
+from g2s_localization.tile_sources import XyzDirectorySource
+from g2s_localization.tiles import TileCache
+from g2s_localization.world import ASPHALT, MARKING, WorldConfig, generate_world
+
+MAGENTA = (255, 0, 255)
+CLEAN = dict(seed=3, size_m=350.0, colour_shift=0.0, tree_density=0.0, parked_car_density=0.0, shadow_strength=0.0)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(WorldConfig(seed=3, size_m=350.0))
+
+
+def paint(world, x: float, y: float, half_px: int) -> tuple[float, float]:
+    """Paint a square centred on the ground texel nearest (x, y); return that texel's ENU centre."""
+    c, r = (int(round(float(v))) for v in world.ground_px(np.array(x), np.array(y)))
+    world.ground_rgb[r - half_px:r + half_px + 1, c - half_px:c + half_px + 1] = MAGENTA
+    half = (world.ground_rgb.shape[0] - 1) / 2.0
+    res = world.config.ground_metres_per_px
+    return (c - half) * res, (half - r) * res
+
+
+def magenta_centroid(image: np.ndarray) -> np.ndarray:
+    mask = (image[..., 0] > 180) & (image[..., 1] < 90) & (image[..., 2] > 180)
+    assert mask.sum() > 0, "marker not visible"
+    rows, cols = np.nonzero(mask)
+    return np.array([cols.mean(), rows.mean()])
+
+
+def road_pose(world) -> tuple[float, float, float]:
+    a, b = world.edges[0]
+    pa, pb = world.nodes[a], world.nodes[b]
+    d = (pb - pa) / np.linalg.norm(pb - pa)
+    p = pa + d * 20.0 + np.array([d[1], -d[0]]) * world.config.lane_width_m / 2
+    return float(p[0]), float(p[1]), math.atan2(d[1], d[0])
+
+
+class TestWorld:
+    def test_deterministic_per_seed(self, world) -> None:
+        again = generate_world(WorldConfig(seed=3, size_m=350.0))
+        np.testing.assert_array_equal(again.ground_rgb, world.ground_rgb)
+        np.testing.assert_array_equal(again.boxes, world.boxes)
+        other = generate_world(WorldConfig(seed=4, size_m=350.0))
+        assert not np.array_equal(other.nodes, world.nodes)
+
+    def test_has_the_gaps(self, world) -> None:
+        assert (world.ground_material == ASPHALT).mean() > 0.02
+        assert (world.ground_material == MARKING).sum() > 1000  # lane lines and crosswalks
+        cars = world.box_kind == 1
+        assert (cars & world.box_in_satellite & ~world.box_in_drive).any()  # parked then gone
+        assert (cars & ~world.box_in_satellite & world.box_in_drive).any()  # arrived after capture
+        assert (world.box_kind == 0).sum() >= 5
+        # street-tree canopies overhang the carriageway: part of the road is hidden from above
+        canopy = np.zeros_like(world.ground_material)
+        res = world.config.ground_metres_per_px
+        for x, y, _, radius in world.canopies:
+            c, r = world.ground_px(np.array(x), np.array(y))
+            cv2.circle(canopy, (int(c), int(r)), int(radius / res), 1, -1)
+        road = world.ground_material == ASPHALT
+        assert 0.01 < (canopy.astype(bool) & road).sum() / road.sum() < 0.5
+
+    def test_config_validation(self) -> None:
+        with pytest.raises(ValueError, match="style"):
+            WorldConfig(style="jungle")
+        with pytest.raises(ValueError, match="size_m"):
+            WorldConfig(size_m=50.0)
+        with pytest.raises(ConfigError, match="unknown keys"):
+            from_dict(WorldConfig, {"sead": 1})
+        with pytest.raises(ConfigError, match="number"):
+            from_dict(WorldConfig, {"size_m": "big"})
+        assert from_dict(WorldConfig, {"size_m": 400}).size_m == 400.0
+
+
+class TestRendersAgree:
+    def test_camera_marker_where_geometry_says(self) -> None:
+        world = generate_world(WorldConfig(**CLEAN))
+        x, y, yaw = road_pose(world)
+        c, s = math.cos(yaw), math.sin(yaw)
+        px, py = paint(world, x + 12.0 * c - 1.0 * s, y + 12.0 * s + 1.0 * c, 3)
+        ahead, left = (px - x) * c + (py - y) * s, -(px - x) * s + (py - y) * c  # marker in the ground frame
+        rig = CameraRig()
+        image = CameraRenderer(world, rig).render(x, y, yaw)
+        assert image.shape == (375, 1242, 3)
+        K = torch.tensor(rig.camera.matrix())[None]
+        R = rotation_ground_from_camera(torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+        expected, _ = project_ground_to_image(K, R, torch.tensor([rig.height_m], dtype=torch.float64),
+                                              torch.tensor([[[ahead, left]]], dtype=torch.float64))
+        np.testing.assert_allclose(magenta_centroid(image), expected[0, 0].numpy(), atol=1.5)
+
+    def test_satellite_tiles_marker_where_geodesy_says(self, tmp_path: Path) -> None:
+        world = generate_world(WorldConfig(**CLEAN))
+        east, north = paint(world, 23.0, -41.0, 5)
+        export_tiles(world, render_satellite(world), tmp_path, zooms=(19,), mbtiles=False)
+        lat, lon, _ = world.enu_frame.to_geodetic(np.array([east, north, 0.0]))
+        patch = TileCache(XyzDirectorySource(tmp_path / "tiles")).crop(float(lat), float(lon), None, 41, 0.2)
+        np.testing.assert_allclose(magenta_centroid(patch.image), [20.0, 20.0], atol=1.0)
+
+
+class TestDrive:
+    def test_deterministic_and_on_the_road(self, world) -> None:
+        cfg = DriveConfig(seed=2, duration_s=40.0)
+        drive, again = simulate_drive(world, cfg), simulate_drive(world, cfg)
+        np.testing.assert_array_equal(drive.true_xy, again.true_xy)
+        np.testing.assert_array_equal(drive.gnss_xy, again.gnss_xy)
+        assert len(drive.times_s) == 400 and np.allclose(np.diff(drive.times_s), 0.1)
+        cols, rows = world.ground_px(drive.true_xy[:, 0], drive.true_xy[:, 1])
+        material = world.ground_material[np.round(rows).astype(int), np.round(cols).astype(int)]
+        assert np.isin(material, [ASPHALT, MARKING]).mean() > 0.97
+
+    def test_yaw_follows_motion(self, world) -> None:
+        drive = simulate_drive(world, DriveConfig(seed=5, duration_s=30.0))
+        step = np.diff(drive.true_xy, axis=0)
+        moving = np.linalg.norm(step, axis=1) > 0.3
+        motion_yaw = np.arctan2(step[:, 1], step[:, 0])
+        diff = np.angle(np.exp(1j * (motion_yaw - drive.true_yaw[:-1])))[moving]
+        assert np.degrees(np.abs(diff)).max() < 5.0
+
+    def test_gnss_error_is_realistic(self, world) -> None:
+        errors, outage = [], 0
+        for seed in range(6):
+            drive = simulate_drive(world, DriveConfig(seed=seed, duration_s=60.0, outage_per_s=0.05))
+            valid = drive.gnss_valid
+            errors.append(np.linalg.norm(drive.gnss_xy[valid] - drive.true_xy[valid], axis=1))
+            outage += int((~valid).sum())
+            assert np.isnan(drive.gnss_xy[~valid]).all()
+        median = float(np.median(np.concatenate(errors)))
+        assert 3.0 < median < 12.0  # the issue's 5-10 m class of consumer GNSS
+        assert outage > 0
+        heading_err = np.degrees(np.abs(np.angle(np.exp(1j * (drive.heading_yaw - drive.true_yaw)))))
+        assert 0.05 < float(np.median(heading_err)) < 10.0
+
+    def test_imu_is_rep145(self, world) -> None:
+        drive = simulate_drive(world, DriveConfig(seed=1, duration_s=20.0))
+        assert abs(float(np.median(drive.accel[:, 2])) - 9.81) < 0.2  # specific force: +g on z at rest
+        yaw_rate = np.gradient(np.unwrap(drive.true_yaw), 0.1)
+        assert np.corrcoef(yaw_rate, drive.gyro[:, 2])[0, 1] > 0.9
