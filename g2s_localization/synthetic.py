@@ -97,7 +97,13 @@ def make_drive(dataset_root: str | Path, world_dir: str | Path, drive_config: Dr
     for sensor in ("image_02", "oxts"):
         (drive_dir / sensor / "timestamps.txt").write_text(text)
     write_ground_truth(drive_dir / "ground_truth" / "poses.csv", truth)
-    datum = {"lat_deg": world.config.anchor_lat_deg, "lon_deg": world.config.anchor_lon_deg, "alt_m": ANCHOR_ALT_M}
+    world_path = Path(world_dir).resolve()
+    try:
+        world_ref = str(world_path.relative_to(root.resolve()))
+    except ValueError:
+        world_ref = str(world_path)
+    datum = {"lat_deg": world.config.anchor_lat_deg, "lon_deg": world.config.anchor_lon_deg, "alt_m": ANCHOR_ALT_M,
+             "world": world_ref}
     (drive_dir / "ground_truth" / "datum.yaml").write_text(yaml.safe_dump(datum))
     if split:
         lines = [f"{date}/{drive_dir.name}/image_02/data/{k:010d}.png" for k in range(len(stamps))]

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Build the SYNTHETIC training/evaluation set used for the shipped weights and the benchmark:
+# two training towns (same-area test drives from them) and one unseen town (cross-area test).
+set -euo pipefail
+ROOT=${1:-data/g2s_synth}
+DURATION=${DURATION:-30}
+G2S=${G2S:-.venv/bin/g2s}
+for town in 10 11 20; do
+  [ -f "$ROOT/worlds/town$town/world.yaml" ] || $G2S make-world "$ROOT/worlds/town$town" --seed $town
+done
+for town in 10 11; do
+  for n in 1 2 3; do
+    [ -d "$ROOT/raw_data/2026_01_$town/2026_01_${town}_drive_000${n}_sync" ] || \
+      $G2S make-drive "$ROOT" --world "$ROOT/worlds/town$town" --seed $n --duration "$DURATION" \
+        --date 2026_01_$town --number $n --split train
+  done
+  [ -d "$ROOT/raw_data/2026_01_$town/2026_01_${town}_drive_0004_sync" ] || \
+    $G2S make-drive "$ROOT" --world "$ROOT/worlds/town$town" --seed 4 --duration 15 --date 2026_01_$town \
+      --number 4 --split test1
+done
+for n in 1 2; do
+  [ -d "$ROOT/raw_data/2026_01_20/2026_01_20_drive_000${n}_sync" ] || \
+    $G2S make-drive "$ROOT" --world "$ROOT/worlds/town20" --seed $((n + 10)) --duration 20 --date 2026_01_20 \
+      --number $n --split test2
+done
+echo "synthetic set ready in $ROOT"
