@@ -62,24 +62,42 @@ def rotate_bev(features: Tensor, mask: Tensor, yaw_offsets: Tensor) -> tuple[Ten
     return rotated[:, :, :c] * (rotated[:, :, c:] > 0.5), rotated[:, :, c] > 0.5
 
 
+def _spectra(bev: Tensor, bev_mask: Tensor, satellite: Tensor, search_cells: int) -> tuple[Tensor, Tensor, int]:
+    s = bev.shape[-1]
+    size = satellite.shape[-1]
+    if size != s + 2 * search_cells:
+        raise ValueError(f"satellite map must be {s + 2 * search_cells} cells wide, got {size}")
+    t_hat = torch.fft.rfft2(bev * bev_mask.unsqueeze(2), s=(size, size))
+    s_hat = torch.fft.rfft2(satellite, s=(size, size))
+    return t_hat, s_hat, size
+
+
+def _valid_shifts(corr: Tensor, bev_mask: Tensor, search_cells: int, count_dims: str) -> Tensor:
+    d = 2 * search_cells + 1
+    count = bev_mask.flatten(-2).sum(-1).clamp(min=1.0)  # (B, K)
+    if count_dims == "pairs":
+        count = count[:, None]
+    return corr[..., :d, :d] / count[..., None, None]  # shift (dy, dx) + P sits at index dy + P
+
+
 def correlate(bev: Tensor, bev_mask: Tensor, satellite: Tensor, search_cells: int) -> Tensor:
     """Mean cosine similarity of rotated BEV templates against the satellite map, every shift.
 
     ``bev`` ``(B, K, C, S, S)``, ``bev_mask`` ``(B, K, S, S)``, ``satellite`` ``(B, C, L, L)`` with
-    ``L = S + 2 P``; features are expected L2-normalised per cell. Returns ``(B, K, D, D)``.
+    ``L = S + 2 P``; features are expected L2-normalised per cell. Returns ``(B, K, D, D)``,
+    ``D = 2 P + 1``. FFT cross-correlation: templates start at index 0, so no shift wraps.
     """
-    b, k, c, s, _ = bev.shape
-    size = satellite.shape[-1]
-    if size != s + 2 * search_cells:
-        raise ValueError(f"satellite map must be {s + 2 * search_cells} cells wide, got {size}")
-    template = bev * bev_mask.unsqueeze(2)
-    t_hat = torch.fft.rfft2(template, s=(size, size))
-    s_hat = torch.fft.rfft2(satellite, s=(size, size)).unsqueeze(1)
-    corr = torch.fft.irfft2((s_hat * t_hat.conj()).sum(2), s=(size, size))  # (B, K, L, L), circular
-    d = 2 * search_cells + 1
-    corr = corr[..., :d, :d]  # shift (dy, dx) + P sits at index dy + P (templates start at 0)
-    count = bev_mask.flatten(2).sum(-1).clamp(min=1.0)
-    return corr / count[..., None, None]
+    t_hat, s_hat, size = _spectra(bev, bev_mask, satellite, search_cells)
+    corr = torch.fft.irfft2((s_hat.unsqueeze(1) * t_hat.conj()).sum(2), s=(size, size))
+    return _valid_shifts(corr, bev_mask, search_cells, "single")
+
+
+def correlate_pairs(bev: Tensor, bev_mask: Tensor, satellite: Tensor, search_cells: int) -> Tensor:
+    """Every ground view against every satellite map: ``(B_ground, B_sat, K, D, D)``."""
+    t_hat, s_hat, size = _spectra(bev, bev_mask, satellite, search_cells)
+    product = torch.einsum("jcxy,ikcxy->ijkxy", s_hat, t_hat.conj())
+    corr = torch.fft.irfft2(product, s=(size, size))
+    return _valid_shifts(corr, bev_mask, search_cells, "pairs")
 
 
 def pose_from_scores(volume: ScoreVolume, temperature: Tensor | float) -> PoseEstimate:
