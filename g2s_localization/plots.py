@@ -1,0 +1,69 @@
+"""Figures for reports: error CDFs and a satellite overlay of prior, estimate, truth and score map."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never opens a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .metrics import FrameErrors  # noqa: E402
+
+
+def plot_error_cdfs(runs: dict[str, FrameErrors], path: str | Path) -> Path:
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    panels = (("lateral error (m)", lambda e: np.abs(e.lateral_m), 10.0),
+              ("longitudinal error (m)", lambda e: np.abs(e.longitudinal_m), 10.0),
+              ("position error (m)", lambda e: e.position_m, 10.0),
+              ("yaw error (deg)", lambda e: np.abs(e.yaw_deg), 10.0))
+    for ax, (label, values, xmax) in zip(axes, panels):
+        for name, errors in runs.items():
+            v = np.sort(values(errors))
+            ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=name)
+        ax.set_xlim(0, xmax)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("fraction of frames")
+    axes[-1].legend(loc="lower right", fontsize=8)
+    fig.suptitle("registration error CDFs (synthetic data)")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_overlay(satellite: np.ndarray, metres_per_px: float, truth_fl: tuple[float, float],
+                 estimate_fl: tuple[float, float], covariance_fl: np.ndarray, score_map: np.ndarray | None,
+                 path: str | Path) -> Path:
+    """Heading-aligned patch (prior at the centre) with truth, estimate, its 95 % ellipse and scores.
+
+    Positions are (forward, left) metres in the prior's heading frame.
+    """
+    h, w = satellite.shape[:2]
+    c = ((w - 1) / 2, (h - 1) / 2)
+    to_px = lambda fl: (c[0] - fl[1] / metres_per_px, c[1] - fl[0] / metres_per_px)  # noqa: E731
+    fig, axes = plt.subplots(1, 2 if score_map is not None else 1, figsize=(11, 5.5), squeeze=False)
+    ax = axes[0, 0]
+    ax.imshow(satellite)
+    ax.plot(*c, "y+", ms=14, mew=2, label="prior")
+    ax.plot(*to_px(truth_fl), "go", ms=8, label="truth")
+    ax.plot(*to_px(estimate_fl), "rx", ms=10, mew=2, label="estimate")
+    values, vectors = np.linalg.eigh(covariance_fl[:2, :2])
+    t = np.linspace(0, 2 * np.pi, 100)
+    ring = vectors @ (np.sqrt(np.maximum(values, 0) * 5.991)[:, None] * np.stack([np.cos(t), np.sin(t)]))
+    pts = [to_px((estimate_fl[0] + a, estimate_fl[1] + b)) for a, b in ring.T]
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "r-", lw=1, label="95 % ellipse")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("satellite patch, forward up (synthetic)")
+    if score_map is not None:
+        axes[0, 1].imshow(score_map, cmap="magma")
+        axes[0, 1].set_title("translation score map (max over yaw)")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

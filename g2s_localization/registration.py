@@ -1,0 +1,178 @@
+"""Registrars: one interface for the learned model and the training-free baseline.
+
+Both take the same batch (the dict :class:`~.datasets.KittiRegistrationDataset` yields, or one
+built by :meth:`Registrar.localize` from a live image and the tile cache) and return a
+:class:`~.correlation.PoseEstimate` in the prior's heading frame; :func:`to_map_frame` turns it
+into an absolute ENU pose with covariance. One code path on CUDA and CPU.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import Tensor
+
+from .camera import PinholeCamera, bev_sampling_grid, project_image_to_bev, rotation_ground_from_camera
+from .checkpoints import CheckpointError, load_model_weights, read_checkpoint
+from .config import from_dict
+from .correlation import PoseEstimate, ScoreVolume, correlate, pose_from_scores, rotate_bev, yaw_candidates
+from .geodesy import EnuFrame, wrap_angle
+from .model import G2SRegistrationNet, ModelConfig
+from .tiles import TileCache
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "g2s_synthetic.safetensors"
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """An absolute pose of base_link: WGS84 position, ENU yaw, covariance over (east, north, yaw)."""
+
+    lat_deg: float
+    lon_deg: float
+    yaw_rad: float
+    covariance: NDArray[np.float64]  # (3, 3) m^2 / rad^2, ENU east, north, yaw
+    confidence: float
+    satellite: NDArray[np.uint8] | None = None  # the heading-aligned patch used (SA-Occ BEV prior)
+
+
+def to_map_frame(estimate: PoseEstimate, prior_yaw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Offsets ``(B, 2)`` east/north from the prior, yaw ``(B,)`` and ENU covariance ``(B, 3, 3)``."""
+    c, s = torch.cos(prior_yaw), torch.sin(prior_yaw)
+    east = estimate.forward_m.double() * c - estimate.left_m.double() * s
+    north = estimate.forward_m.double() * s + estimate.left_m.double() * c
+    J = torch.zeros(len(c), 3, 3, dtype=torch.float64, device=c.device)
+    J[:, 0, 0], J[:, 0, 1], J[:, 1, 0], J[:, 1, 1], J[:, 2, 2] = c, -s, s, c, 1.0
+    cov = J @ estimate.covariance.double() @ J.transpose(1, 2)
+    yaw = torch.atan2(torch.sin(prior_yaw + estimate.yaw_offset.double()), torch.cos(prior_yaw + estimate.yaw_offset.double()))
+    return torch.stack([east, north], -1), yaw, cov
+
+
+class Registrar:
+    """Common driver: device placement, batching from live inputs, absolute results."""
+
+    name = "registrar"
+
+    def __init__(self, config: ModelConfig, device: str | torch.device | None = None) -> None:
+        self.config = config
+        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def estimate(self, batch: dict[str, Tensor]) -> PoseEstimate:
+        raise NotImplementedError
+
+    def localize(self, image: NDArray[np.uint8], camera: PinholeCamera, tiles: TileCache, prior_lat: float,
+                 prior_lon: float, prior_yaw: float, camera_height_m: float = 1.65, pitch: float = 0.0,
+                 roll: float = 0.0) -> RegistrationResult:
+        """Register one RGB image against the tile cache around a prior (WGS84, ENU yaw)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+        if image.shape[:2] != (camera.height, camera.width):
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the camera is {camera.width}x{camera.height}")
+        cfg = self.config
+        patch = tiles.crop(prior_lat, prior_lon, prior_yaw, cfg.satellite_input_px, cfg.satellite_metres_per_px)
+        t = lambda x: torch.tensor([x], dtype=torch.float32)  # noqa: E731
+        batch = {
+            "image": torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0,
+            "K": torch.tensor(camera.matrix(), dtype=torch.float32)[None],
+            "camera_height": t(camera_height_m), "pitch": t(pitch), "roll": t(roll),
+            "satellite": torch.from_numpy(patch.image).permute(2, 0, 1)[None].float() / 255.0,
+        }
+        est = self.estimate(batch)
+        offset, yaw, cov = to_map_frame(est, torch.tensor([prior_yaw], dtype=torch.float64, device=est.forward_m.device))
+        lat, lon, _ = EnuFrame(prior_lat, prior_lon).to_geodetic(
+            np.array([float(offset[0, 0]), float(offset[0, 1]), 0.0]))
+        return RegistrationResult(float(lat), float(lon), float(wrap_angle(float(yaw[0]))),
+                                  cov[0].cpu().numpy(), float(est.confidence[0]), patch.image)
+
+
+class LearnedRegistrar(Registrar):
+    name = "g2s-net"
+
+    def __init__(self, net: G2SRegistrationNet, device: str | torch.device | None = None) -> None:
+        super().__init__(net.config, device)
+        self.net = net.to(self.device).eval()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path = DEFAULT_WEIGHTS, device: str | torch.device | None = None
+                        ) -> "LearnedRegistrar":
+        """Weights from safetensors only; a corrupt or mismatched file raises CheckpointError."""
+        tensors, meta = read_checkpoint(path)
+        model_cfg = meta.get("config", {}).get("model")
+        if not isinstance(model_cfg, dict):
+            raise CheckpointError(f"{path}: metadata lacks the model configuration")
+        try:
+            config = from_dict(ModelConfig, model_cfg)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: model configuration does not fit this version: {exc}") from exc
+        net = G2SRegistrationNet(config)
+        load_model_weights(net, tensors, str(path))
+        return cls(net, device)
+
+    @torch.no_grad()
+    def estimate(self, batch: dict[str, Tensor]) -> PoseEstimate:
+        d = self.device
+        volume = self.net(batch["image"].to(d), batch["K"].to(d), batch["camera_height"].to(d),
+                          batch["pitch"].to(d), batch["roll"].to(d), batch["satellite"].to(d))
+        return self.net.estimate(volume)
+
+
+def _grey(image: Tensor) -> Tensor:
+    return (0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]).unsqueeze(1)
+
+
+def edge_features(grey: Tensor, window: int = 15) -> Tensor:
+    """Blurred image gradients divided by their local RMS: contrast-invariant, colour-free."""
+    kernel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=grey.device) / 8.0
+    blurred = F.avg_pool2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    gx = F.conv2d(F.pad(blurred, (1, 1, 1, 1), mode="replicate"), kernel.view(1, 1, 3, 3))
+    gy = F.conv2d(F.pad(blurred, (1, 1, 1, 1), mode="replicate"), kernel.t().reshape(1, 1, 3, 3))
+    grad = torch.cat([gx, gy], 1)
+    energy = F.avg_pool2d((grad**2).sum(1, keepdim=True), window, 1, window // 2, count_include_pad=False)
+    return grad / (energy.sqrt() + 1e-3)
+
+
+class BaselineRegistrar(Registrar):
+    """Training-free: bird's-eye projection of the image, edge features, correlation over x, y, yaw."""
+
+    name = "edge-ncc baseline"
+
+    def __init__(self, config: ModelConfig = ModelConfig(), temperature: float = 0.03,
+                 device: str | torch.device | None = None) -> None:
+        super().__init__(config, device)
+        self.temperature = temperature
+
+    @torch.no_grad()
+    def estimate(self, batch: dict[str, Tensor]) -> PoseEstimate:
+        cfg, d = self.config, self.device
+        image = batch["image"].to(d)
+        h, w = image.shape[-2:]
+        R = rotation_ground_from_camera(batch["pitch"].to(d), batch["roll"].to(d))
+        grid, valid = bev_sampling_grid(batch["K"].to(d), R, batch["camera_height"].to(d), (w, h), cfg.bev_size,
+                                        cfg.bev_metres_per_px)
+        bev = edge_features(project_image_to_bev(_grey(image), grid, valid))
+        mask = F.max_pool2d((~valid).float().unsqueeze(1), 5, 1, 2).squeeze(1) < 0.5  # drop the wedge border
+        satellite = edge_features(F.avg_pool2d(_grey(batch["satellite"].to(d)), 2))
+        yaws = yaw_candidates(cfg.yaw_range_deg, cfg.yaw_step_deg, d)
+        rotated, rotated_mask = rotate_bev(bev, mask, yaws)
+        scores = correlate(rotated, rotated_mask, satellite, cfg.search_cells) / 2.0  # 2 channels ~ unit scale
+        return pose_from_scores(ScoreVolume(scores, yaws, cfg.bev_metres_per_px), self.temperature)
+
+
+class PriorRegistrar(Registrar):
+    """The raw prior as an 'estimate': the comparison row every figure needs."""
+
+    name = "prior only"
+
+    def __init__(self, config: ModelConfig = ModelConfig()) -> None:
+        super().__init__(config, "cpu")
+
+    def estimate(self, batch: dict[str, Tensor]) -> PoseEstimate:
+        b = batch["image"].shape[0]
+        r, y = self.config.search_radius_m, math.radians(self.config.yaw_range_deg)
+        cov = torch.diag(torch.tensor([r * r / 3, r * r / 3, y * y / 3])).expand(b, 3, 3)  # uniform window
+        zero = torch.zeros(b)
+        return PoseEstimate(zero, zero, zero, cov, torch.zeros(b), torch.zeros(b, 1, 1, 1))
