@@ -33,7 +33,7 @@ class ModelConfig:
     bev_metres_per_px: float = 0.4
     search_radius_m: float = 20.0
     yaw_range_deg: float = 10.0
-    yaw_step_deg: float = 2.0
+    yaw_step_deg: float = 1.0
 
     @property
     def search_cells(self) -> int:

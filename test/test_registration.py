@@ -1,0 +1,220 @@
+"""Correlation head, network, losses, registrars and checkpoints."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from g2s_localization.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
+from g2s_localization.config import to_dict
+from g2s_localization.correlation import (
+    ScoreVolume, correlate, correlate_pairs, pose_from_scores, rotate_bev, yaw_candidates,
+)
+from g2s_localization.losses import make_pseudo_queries, target_cells
+from g2s_localization.metrics import CHI2_95_3DOF, frame_errors, summarize
+from g2s_localization.model import G2SRegistrationNet, ModelConfig
+from g2s_localization.registration import BaselineRegistrar, LearnedRegistrar, to_map_frame
+
+TINY = ModelConfig(ground_width=128, ground_height=40, feature_dim=4, width=8, bev_size=24, bev_metres_per_px=1.0,
+                   search_radius_m=6.0, yaw_range_deg=4.0, yaw_step_deg=2.0)
+
+
+class TestRotateBev:
+    def test_counter_clockwise(self) -> None:
+        f = torch.zeros(1, 1, 21, 21)
+        f[0, 0, 0, 10] = 1.0  # 10 cells ahead
+        rotated, _ = rotate_bev(f, torch.ones(1, 21, 21, dtype=torch.bool), torch.tensor([math.pi / 2, -math.pi / 2]))
+        assert divmod(int(rotated[0, 0, 0].argmax()), 21) == (10, 0)  # +90 deg: ahead -> left
+        assert divmod(int(rotated[0, 1, 0].argmax()), 21) == (10, 20)  # -90 deg: ahead -> right
+
+    def test_zero_is_identity(self) -> None:
+        f = torch.rand(2, 3, 9, 9)
+        m = torch.rand(2, 9, 9) > 0.2
+        rotated, rmask = rotate_bev(f, m, torch.zeros(1))
+        torch.testing.assert_close(rotated[:, 0], f * m.unsqueeze(1))
+        assert torch.equal(rmask[:, 0], m)
+
+
+class TestCorrelate:
+    def test_matches_direct_sum(self) -> None:
+        bev, mask, sat = torch.randn(2, 3, 4, 10, 10), torch.rand(2, 3, 10, 10) > 0.3, torch.randn(2, 4, 16, 16)
+        out = correlate(bev, mask, sat, 3)
+        assert out.shape == (2, 3, 7, 7)
+        for b, k, dy, dx in ((0, 0, 0, 0), (1, 2, -3, 2), (0, 1, 3, -3)):
+            t = bev[b, k] * mask[b, k]
+            ref = (t * sat[b][:, 3 + dy:13 + dy, 3 + dx:13 + dx]).sum() / mask[b, k].sum()
+            assert float(out[b, k, dy + 3, dx + 3]) == pytest.approx(float(ref), abs=1e-4)
+
+    def test_pairs_diagonal_is_correlate(self) -> None:
+        bev, mask, sat = torch.randn(3, 2, 4, 8, 8), torch.rand(3, 2, 8, 8) > 0.3, torch.randn(3, 4, 12, 12)
+        pairs = correlate_pairs(bev, mask, sat, 2)
+        assert pairs.shape == (3, 3, 2, 5, 5)
+        torch.testing.assert_close(pairs[[0, 1, 2], [0, 1, 2]], correlate(bev, mask, sat, 2), atol=1e-5, rtol=0)
+
+    def test_size_check(self) -> None:
+        with pytest.raises(ValueError, match="cells wide"):
+            correlate(torch.zeros(1, 1, 1, 8, 8), torch.ones(1, 1, 8, 8, dtype=torch.bool), torch.zeros(1, 1, 9, 9), 2)
+
+    def test_finds_a_shifted_pattern(self) -> None:
+        torch.manual_seed(0)
+        sat = torch.nn.functional.normalize(torch.randn(1, 4, 20, 20), dim=1)
+        dy, dx = 2, -3  # vehicle 2 cells behind (down) and 3 cells left of the patch centre
+        bev = sat[:, :, 5 + dy:15 + dy, 5 + dx:15 + dx].unsqueeze(1)
+        scores = correlate(bev, torch.ones(1, 1, 10, 10, dtype=torch.bool), sat, 5)
+        assert divmod(int(scores[0, 0].argmax()), 11) == (dy + 5, dx + 5)
+        assert float(scores.max()) == pytest.approx(1.0, abs=1e-5)
+
+
+class TestPoseFromScores:
+    def test_peak_offsets_and_covariance(self) -> None:
+        scores = torch.zeros(1, 3, 11, 11)
+        scores[0, 2, 3, 7] = 10.0  # yaw +2 deg, dy = -2 (ahead), dx = +2 (right)
+        volume = ScoreVolume(scores, yaw_candidates(2.0, 2.0), 0.5)
+        est = pose_from_scores(volume, 0.1)
+        assert float(est.forward_m) == pytest.approx(1.0, abs=1e-3)
+        assert float(est.left_m) == pytest.approx(-1.0, abs=1e-3)
+        assert math.degrees(float(est.yaw_offset)) == pytest.approx(2.0, abs=1e-3)
+        assert float(est.confidence) > 0.99
+        cov = est.covariance[0]
+        assert float(cov[0, 0]) == pytest.approx(0.5**2 / 12, rel=0.05)  # the discretisation floor
+
+    def test_two_peaks_report_the_spread(self) -> None:
+        scores = torch.zeros(1, 1, 21, 21)
+        scores[0, 0, 10, 2] = scores[0, 0, 10, 18] = 10.0  # 8 m left and 8 m right, equally good
+        est = pose_from_scores(ScoreVolume(scores, torch.zeros(1), 1.0), 0.1)
+        assert float(est.covariance[0, 1, 1]) > 50.0
+        assert float(est.confidence) < 0.6
+
+    def test_gradients_flow(self) -> None:
+        scores = torch.randn(2, 3, 9, 9, dtype=torch.float64, requires_grad=True)
+        est = pose_from_scores(ScoreVolume(scores, yaw_candidates(2.0, 2.0).double(), 0.5), 0.2)
+        (est.covariance.sum() + est.forward_m.sum()).backward()
+        assert torch.isfinite(scores.grad).all() and scores.grad.abs().sum() > 0
+
+
+class TestPseudoQueries:
+    def test_query_is_the_shifted_rotated_patch(self) -> None:
+        sat = torch.zeros(1, 3, 41, 41)
+        sat[0, :, 20 - 6, 20 + 4] = 1.0  # 6 px ahead, 4 px right of the centre
+        q = make_pseudo_queries(sat, 21, torch.zeros(1), torch.tensor([2.0]), torch.tensor([0.0]), 1.0)
+        assert divmod(int(q[0, 0].argmax()), 21) == (10 - 4, 10 + 4)  # seen from 2 m further ahead
+        q = make_pseudo_queries(sat, 21, torch.tensor([math.pi / 2]), torch.zeros(1), torch.zeros(1), 1.0)
+        # turned left by 90 deg: the point 6 ahead / 4 right is now 4 behind / 6 right
+        assert divmod(int(q[0, 0].argmax()), 21) == (10 + 4, 10 + 6)
+
+    def test_targets_on_the_grid(self) -> None:
+        volume = ScoreVolume(torch.zeros(2, 3, 11, 11), yaw_candidates(2.0, 2.0), 0.5)
+        flat, inside = target_cells(volume, torch.tensor([[1.0, -0.5, math.radians(2.0)], [10.0, 0.0, 0.0]]))
+        assert bool(inside[0]) and not bool(inside[1])
+        assert int(flat[0]) == 2 * 121 + (5 - 2) * 11 + (5 + 1)
+
+
+class TestNetwork:
+    def test_forward_shapes_and_backward(self) -> None:
+        net = G2SRegistrationNet(TINY)
+        image = torch.rand(2, 3, 60, 200)
+        K = torch.tensor([[100.0, 0.0, 99.5], [0.0, 100.0, 20.0], [0.0, 0.0, 1.0]]).expand(2, 3, 3)
+        z = torch.zeros(2)
+        sat = torch.rand(2, 3, TINY.satellite_input_px, TINY.satellite_input_px)
+        volume = net(image, K, torch.full((2,), 1.65), z, z, sat)
+        d = 2 * TINY.search_cells + 1
+        assert volume.scores.shape == (2, 5, d, d)
+        est = net.estimate(volume)
+        assert est.covariance.shape == (2, 3, 3)
+        (est.forward_m.sum() + volume.scores.mean()).backward()
+        assert net.ground_encoder.head.weight.grad is not None
+
+
+class TestCheckpoints:
+    def test_round_trip_and_errors(self, tmp_path: Path) -> None:
+        net = G2SRegistrationNet(TINY)
+        path = save_checkpoint(tmp_path / "m.safetensors", net, {"model": to_dict(TINY)}, step=7)
+        tensors, meta = read_checkpoint(path)
+        assert meta["step"] == 7
+        loaded = LearnedRegistrar.from_checkpoint(path, device="cpu")
+        for a, b in zip(net.state_dict().values(), loaded.net.state_dict().values()):
+            assert torch.equal(a, b)
+        # corrupt bytes, a non-checkpoint, a mismatched model
+        (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+        with pytest.raises(CheckpointError, match="not a readable"):
+            LearnedRegistrar.from_checkpoint(tmp_path / "bad.safetensors")
+        with pytest.raises(CheckpointError, match="does not exist"):
+            LearnedRegistrar.from_checkpoint(tmp_path / "none.safetensors")
+        other = ModelConfig(**{**to_dict(TINY), "feature_dim": 6})
+        save_checkpoint(tmp_path / "o.safetensors", G2SRegistrationNet(other), {"model": to_dict(TINY)})
+        with pytest.raises(CheckpointError, match="does not fit"):
+            LearnedRegistrar.from_checkpoint(tmp_path / "o.safetensors")
+        pickle_like = tmp_path / "pickle.safetensors"
+        pickle_like.write_bytes(b"\x80\x04\x95" + b"\x00" * 100)  # a pickle header is refused, never loaded
+        with pytest.raises(CheckpointError):
+            LearnedRegistrar.from_checkpoint(pickle_like)
+
+
+class TestToMapFrame:
+    def test_rotates_offsets_and_covariance(self) -> None:
+        from g2s_localization.correlation import PoseEstimate
+
+        cov = torch.diag(torch.tensor([4.0, 1.0, 0.01]))[None]
+        est = PoseEstimate(torch.tensor([2.0]), torch.tensor([1.0]), torch.tensor([0.1]), cov, torch.ones(1),
+                           torch.zeros(1, 1, 1, 1))
+        offset, yaw, enu_cov = to_map_frame(est, torch.tensor([math.pi / 2], dtype=torch.float64))
+        np.testing.assert_allclose(offset[0].numpy(), [-1.0, 2.0], atol=1e-12)  # facing north: forward = north
+        assert float(yaw[0]) == pytest.approx(math.pi / 2 + 0.1)
+        np.testing.assert_allclose(np.diag(enu_cov[0].numpy()), [1.0, 4.0, 0.01], atol=1e-12)
+
+
+class TestMetrics:
+    def test_known_errors(self) -> None:
+        true_en = np.zeros((2, 2))
+        est_en = np.array([[1.0, 0.0], [0.0, 2.0]])  # frame 0 faces east, frame 1 faces north
+        errors = frame_errors(true_en, np.array([0.0, math.pi / 2]), est_en, np.array([0.0, math.pi / 2 + 0.1]),
+                              np.stack([np.eye(3)] * 2))
+        np.testing.assert_allclose(errors.longitudinal_m, [1.0, 2.0], atol=1e-12)
+        np.testing.assert_allclose(errors.lateral_m, [0.0, 0.0], atol=1e-12)
+        np.testing.assert_allclose(errors.nees, [1.0, 4.01], atol=1e-12)
+        summary = summarize(errors)
+        assert summary["longitudinal_within_1m_%"] == 50.0 and summary["lateral_within_1m_%"] == 100.0
+        assert summary["inside_95_ellipse_%"] == 100.0 and CHI2_95_3DOF > 4.01
+
+
+class TestBaseline:
+    def test_recovers_the_pose_of_a_rendered_view(self, small_world_dir: Path) -> None:
+        """A camera view rendered at a known pose is found from a prior 6 m and 4 deg off."""
+        from g2s_localization.camera_render import KITTI_CAMERA, CameraRenderer
+        from g2s_localization.synthetic import load_world
+        from g2s_localization.tile_sources import open_tile_source
+        from g2s_localization.tiles import TileCache
+
+        world = load_world(small_world_dir)
+        a, b = world.edges[0]
+        pa, pb = world.nodes[a], world.nodes[b]
+        d = (pb - pa) / np.linalg.norm(pb - pa)
+        x, y = pa + d * 25.0 + np.array([d[1], -d[0]]) * world.config.lane_width_m / 2
+        yaw = math.atan2(d[1], d[0])
+        image = CameraRenderer(world).render(float(x), float(y), yaw)
+        frame = world.enu_frame
+        prior_lat, prior_lon, _ = frame.to_geodetic(np.array([x + 4.0, y - 4.5, 0.0]))
+        tiles = TileCache(open_tile_source(small_world_dir / "tiles"))
+        result = BaselineRegistrar(device="cpu").localize(image, KITTI_CAMERA, tiles, float(prior_lat),
+                                                          float(prior_lon), yaw + math.radians(4.0))
+        east, north, _ = frame.to_enu(result.lat_deg, result.lon_deg)
+        assert math.hypot(east - x, north - y) < 1.0
+        assert abs(math.degrees(result.yaw_rad - yaw)) < 1.5
+        assert result.covariance.shape == (3, 3) and np.all(np.linalg.eigvalsh(result.covariance) > 0)
+        assert result.satellite is not None and result.satellite.shape[2] == 3
+
+    def test_rejects_a_wrong_image(self, small_world_dir: Path) -> None:
+        from g2s_localization.camera_render import KITTI_CAMERA
+        from g2s_localization.tile_sources import open_tile_source
+        from g2s_localization.tiles import TileCache
+
+        tiles = TileCache(open_tile_source(small_world_dir / "tiles"))
+        with pytest.raises(ValueError, match="RGB uint8"):
+            BaselineRegistrar(device="cpu").localize(np.zeros((375, 1242), np.uint8), KITTI_CAMERA, tiles,
+                                                     49.0114, 8.4165, 0.0)
+        with pytest.raises(ValueError, match="camera is"):
+            BaselineRegistrar(device="cpu").localize(np.zeros((100, 100, 3), np.uint8), KITTI_CAMERA, tiles,
+                                                     49.0114, 8.4165, 0.0)
