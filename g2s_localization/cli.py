@@ -51,6 +51,21 @@ def _crop(args: argparse.Namespace) -> None:
     print(f"{args.size}x{args.size} px patch at {args.mpp} m/px written to {args.out}")
 
 
+def _train(args: argparse.Namespace) -> None:
+    import yaml
+
+    from .config import from_dict, load_yaml, to_dict
+    from .training import TrainConfig, train
+
+    base = to_dict(load_yaml(TrainConfig, args.config)) if args.config else {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        base[key] = yaml.safe_load(value)
+    print(f"weights written to {train(from_dict(TrainConfig, base))}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -98,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mpp", type=float, default=0.2, help="metres per pixel")
     p.add_argument("-o", "--out", type=Path, default=Path("patch.png"))
     p.set_defaults(func=_crop)
+
+    p = sub.add_parser("train", help="train the registration network (weak supervision by default)")
+    p.add_argument("--config", type=Path, default=None, help="YAML overriding the TrainConfig defaults")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="top-level overrides")
+    p.set_defaults(func=_train)
 
     p = sub.add_parser("demo", help="build the default synthetic world and drive and show the pipeline")
     p.add_argument("--out", default="out/demo")

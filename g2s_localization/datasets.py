@@ -85,7 +85,8 @@ class KittiRegistrationDataset(Dataset):
                     continue
                 parts = line.split()[0].split("/")  # date/drive/image_02/data/frame.png
                 self.frames.append(FrameRef(by_name[(parts[0], parts[1])], int(Path(parts[-1]).stem)))
-        self._truth = {i: {g.frame: g for g in d.ground_truth()} for i, d in enumerate(self.drives)}
+        used = sorted({ref.drive_index for ref in self.frames})  # drives outside the split may be incomplete
+        self._truth = {i: {g.frame: g for g in self.drives[i].ground_truth()} for i in used}
         self._cameras: dict[int, PinholeCamera] = {}
         self._caches: dict[str, TileCache] = {}
 

@@ -84,15 +84,17 @@ def rotation_pseudo_pair_loss(net: G2SRegistrationNet, satellite: Tensor, satell
 
 def contrastive_translation_loss(bev: Tensor, mask: Tensor, satellite_features: Tensor, net: G2SRegistrationNet,
                                  prior_xy: Tensor, min_negative_distance_m: float, tau: float = 0.07,
-                                 pool_tau: float = 0.02) -> Tensor:
+                                 pool_tau: float = 0.02, yaw_stride: int = 2) -> Tensor:
     """InfoNCE over the batch: each view's own prior patch vs patches from elsewhere.
 
     A pair's score is a soft maximum over every pose in the window (the true pose is somewhere
     inside the noisy prior's window, but where is unknown). Pairs closer than
     ``min_negative_distance_m`` are not used as negatives: they may show the same place.
+    Every ``yaw_stride``-th yaw candidate is enough to tell places apart and halves the cost
+    of the B x B volumes.
     """
     cfg = net.config
-    yaws = yaw_candidates(cfg.yaw_range_deg, cfg.yaw_step_deg, bev.device).to(bev.dtype)
+    yaws = yaw_candidates(cfg.yaw_range_deg, cfg.yaw_step_deg, bev.device).to(bev.dtype)[::yaw_stride]
     rotated, rotated_mask = rotate_bev(bev, mask, yaws)
     volumes = correlate_pairs(rotated, rotated_mask, satellite_features, cfg.search_cells)  # (B, B, K, D, D)
     scores = pool_tau * torch.logsumexp(volumes.flatten(2) / pool_tau, -1)  # (B, B)

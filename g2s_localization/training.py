@@ -76,30 +76,37 @@ def fov_mask(net: G2SRegistrationNet, batch: dict[str, torch.Tensor], device: to
     return valid
 
 
-def training_step(net: G2SRegistrationNet, module: torch.nn.Module, batch: dict[str, torch.Tensor],
-                  config: TrainConfig, device: torch.device, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Losses for one batch; ``module`` is ``net`` or its DDP wrapper (used for the forward)."""
-    image, satellite = batch["image"].to(device), batch["satellite"].to(device)
-    K, height = batch["K"].to(device), batch["camera_height"].to(device)
-    pitch, roll = batch["pitch"].to(device), batch["roll"].to(device)
-    volume = module(image, K, height, pitch, roll, satellite)
-    losses: dict[str, torch.Tensor] = {}
-    if config.supervision == "full":
-        losses["supervised"] = supervised_volume_loss(volume, net.temperature, batch["target"].to(device))
-    else:
+class LossModule(torch.nn.Module):
+    """All of a training step's forward passes in one ``forward`` (what DDP needs to sync)."""
+
+    def __init__(self, net: G2SRegistrationNet, config: TrainConfig) -> None:
+        super().__init__()
+        self.net, self.config = net, config
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        net, config = self.net, self.config
+        device = net.log_temperature.device
+        image, satellite = batch["image"].to(device), batch["satellite"].to(device)
+        K, height = batch["K"].to(device), batch["camera_height"].to(device)
+        pitch, roll = batch["pitch"].to(device), batch["roll"].to(device)
         bev, mask = net.ground_bev(image, K, height, pitch, roll)
         sat_features = net.satellite_features(satellite)
-        if config.contrastive_loss_weight > 0 and len(image) > 1:
-            losses["contrastive"] = config.contrastive_loss_weight * contrastive_translation_loss(
-                bev, mask, sat_features, net, prior_positions_m(batch["prior_latlon"]).to(device),
-                config.negative_min_distance_m)
-        if config.rotation_loss_weight > 0:
-            losses["rotation"] = config.rotation_loss_weight * rotation_pseudo_pair_loss(
-                net, satellite, sat_features, fov_mask(net, batch, device), generator)
-        if config.gps_loss_weight > 0:
-            losses["gps"] = config.gps_loss_weight * gps_prior_loss(volume, net.temperature, config.gps_radius_m)
-    losses["total"] = sum(losses.values())  # type: ignore[assignment]
-    return losses
+        volume = net.score_volume(bev, mask, sat_features)
+        losses: dict[str, torch.Tensor] = {}
+        if config.supervision == "full":
+            losses["supervised"] = supervised_volume_loss(volume, net.temperature, batch["target"].to(device))
+        else:
+            if config.contrastive_loss_weight > 0 and len(image) > 1:
+                losses["contrastive"] = config.contrastive_loss_weight * contrastive_translation_loss(
+                    bev, mask, sat_features, net, prior_positions_m(batch["prior_latlon"]).to(device),
+                    config.negative_min_distance_m)
+            if config.rotation_loss_weight > 0:
+                losses["rotation"] = config.rotation_loss_weight * rotation_pseudo_pair_loss(
+                    net, satellite, sat_features, fov_mask(net, batch, device), generator)
+            if config.gps_loss_weight > 0:
+                losses["gps"] = config.gps_loss_weight * gps_prior_loss(volume, net.temperature, config.gps_radius_m)
+        losses["total"] = sum(losses.values())  # type: ignore[assignment]
+        return losses
 
 
 def train(config: TrainConfig, progress: bool = True) -> Path:
@@ -122,7 +129,9 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         load_model_weights(net, tensors, str(last))
         load_optimizer_state(optimizer, tensors, meta)
         step, start_epoch = int(meta["step"]), int(meta["epoch"])
-    module = DistributedDataParallel(net, find_unused_parameters=True) if world > 1 else net
+    module = LossModule(net, config)
+    if world > 1:
+        module = DistributedDataParallel(module, find_unused_parameters=True)
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -135,7 +144,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
             sampler.set_epoch(epoch)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0)
         for batch in bar:
-            losses = training_step(net, module, batch, config, device, generator)
+            losses = module(batch, generator)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -143,8 +152,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
             step += 1
             if writer is not None:
                 for name, value in losses.items():
-                    writer.add_scalar(f"loss/{name}", float(value), step)
-                writer.add_scalar("temperature", float(net.temperature), step)
+                    writer.add_scalar(f"loss/{name}", float(value.detach()), step)
+                writer.add_scalar("temperature", float(net.temperature.detach()), step)
                 bar.set_postfix({k: f"{float(v):.3f}" for k, v in losses.items()})
                 if step % config.checkpoint_every == 0:
                     save_checkpoint(last, net, resolved, step, epoch, optimizer)
@@ -164,21 +173,10 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
 
 
 def main() -> None:
-    import argparse
+    """``torchrun ... -m g2s_localization.training [--config cfg.yaml] [--set key=value ...]``."""
+    from .cli import main as cli_main
 
-    from .config import from_dict, load_yaml
-
-    parser = argparse.ArgumentParser(description="Train the registration network (torchrun-compatible).")
-    parser.add_argument("--config", type=Path, default=None, help="YAML overriding TrainConfig defaults")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="top-level overrides")
-    args = parser.parse_args()
-    import yaml
-
-    base = to_dict(load_yaml(TrainConfig, args.config)) if args.config else {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        base[key] = yaml.safe_load(value)
-    print(f"checkpoint: {train(from_dict(TrainConfig, base))}")
+    raise SystemExit(cli_main(["train", *__import__("sys").argv[1:]]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""Registration accuracy, calibration, latency and memory on the SYNTHETIC cross-area split.
+
+Priors follow the KITTI cross-view protocol: truth + uniform offsets within +-20 m (along and
+across the heading) and +-10 deg, seeded per frame. Prints the metrics table for the learned
+model (shipped weights unless --weights), the training-free baseline and the raw prior, then
+per-frame latency on CPU (1 thread and all threads) and on CUDA when present.
+
+Targets (issue 4): median position error < 1 m, yaw median < 0.5 deg, 95 % ellipse coverage
+90-98 %, CPU latency < 150 ms per frame. If the dataset is missing, a small cross-area set
+(an unseen town, one 20 s drive) is generated first.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from g2s_localization.datasets import KittiRegistrationDataset
+from g2s_localization.evaluation import evaluate, write_report
+from g2s_localization.metrics import format_table
+from g2s_localization.registration import DEFAULT_WEIGHTS, BaselineRegistrar, LearnedRegistrar, PriorRegistrar
+
+
+def ensure_dataset(root: Path, split: str) -> None:
+    if (root / f"{split}_files.txt").is_file():
+        return
+    print(f"no {split} split under {root}: generating a small cross-area set (unseen town 20)")
+    g2s = [sys.executable, "-m", "g2s_localization.cli"]
+    subprocess.run([*g2s, "make-world", str(root / "worlds" / "town20"), "--seed", "20"], check=True)
+    subprocess.run([*g2s, "make-drive", str(root), "--world", str(root / "worlds" / "town20"), "--seed", "11",
+                    "--duration", "20", "--date", "2026_01_20", "--split", split], check=True)
+
+
+def latency_ms(registrar, sample: dict, repeats: int) -> float:
+    batch = {k: v.unsqueeze(0) for k, v in sample.items()}
+    registrar.estimate(batch)  # warm-up
+    if registrar.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        registrar.estimate(batch)
+    if registrar.device.type == "cuda":
+        torch.cuda.synchronize()
+    return 1000.0 * (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("data/g2s_synth"))
+    parser.add_argument("--split", default="test2", help="test2 = cross-area, test1 = same-area")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--limit", type=int, default=None, help="evaluate at most this many frames")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--report", type=Path, default=Path("out/benchmark_registration"))
+    args = parser.parse_args()
+    ensure_dataset(args.root, args.split)
+
+    model = LearnedRegistrar.from_checkpoint(args.weights, device="cpu")
+    dataset = KittiRegistrationDataset(args.root, args.split, model.config, prior="perturbed", seed=2024)
+    print(f"{len(dataset)} frames, split '{args.split}' of {args.root} (SYNTHETIC), priors +-"
+          f"{model.config.search_radius_m:g} m / +-{model.config.yaw_range_deg:g} deg")
+    runs = [evaluate(r, dataset, args.limit, progress=False)
+            for r in (model, BaselineRegistrar(model.config, device="cpu"), PriorRegistrar(model.config))]
+    print(format_table({r.name: r.metrics for r in runs}))
+    report = write_report(runs, args.report, f"Registration benchmark, split {args.split} (synthetic)")
+    print(f"report: {report}")
+
+    sample = dataset[0]
+    rows = []
+    for threads in (1, torch.get_num_threads()):
+        torch.set_num_threads(threads)
+        for registrar in runs[:2]:
+            rows.append((f"cpu x{threads}", registrar.name, latency_ms(registrar, sample, args.repeats)))
+    if torch.cuda.is_available():
+        for registrar in (LearnedRegistrar(model.net, "cuda"), BaselineRegistrar(model.config, device="cuda")):
+            torch.cuda.reset_peak_memory_stats()
+            ms = latency_ms(registrar, sample, args.repeats)
+            rows.append(("cuda", registrar.name, ms))
+            print(f"cuda peak memory ({registrar.name}): {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB")
+    print("\nlatency per frame (one 1242x375 image, batch 1; target < 150 ms on CPU)")
+    for device, name, ms in rows:
+        print(f"  {device:8s} {name:20s} {ms:7.1f} ms")
+    print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
