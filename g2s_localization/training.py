@@ -154,7 +154,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
                 for name, value in losses.items():
                     writer.add_scalar(f"loss/{name}", float(value.detach()), step)
                 writer.add_scalar("temperature", float(net.temperature.detach()), step)
-                bar.set_postfix({k: f"{float(v):.3f}" for k, v in losses.items()})
+                bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in losses.items()})
                 if step % config.checkpoint_every == 0:
                     save_checkpoint(last, net, resolved, step, epoch, optimizer)
             if config.max_steps and step >= config.max_steps:
