@@ -84,20 +84,28 @@ def rotation_pseudo_pair_loss(net: G2SRegistrationNet, satellite: Tensor, satell
 
 def contrastive_translation_loss(bev: Tensor, mask: Tensor, satellite_features: Tensor, net: G2SRegistrationNet,
                                  prior_xy: Tensor, min_negative_distance_m: float, tau: float = 0.07,
-                                 pool_tau: float = 0.02, yaw_stride: int = 2) -> Tensor:
+                                 pool_tau: float = 0.02, yaw_stride: int = 2, pool: int = 2) -> Tensor:
     """InfoNCE over the batch: each view's own prior patch vs patches from elsewhere.
 
     A pair's score is a soft maximum over every pose in the window (the true pose is somewhere
     inside the noisy prior's window, but where is unknown). Pairs closer than
     ``min_negative_distance_m`` are not used as negatives: they may show the same place.
-    Every ``yaw_stride``-th yaw candidate is enough to tell places apart and halves the cost
-    of the B x B volumes.
+    Telling places apart needs neither the finest cells nor every yaw: features are pooled by
+    ``pool`` and every ``yaw_stride``-th yaw is used, and rows are built one ground view at a
+    time, which keeps each step's B x B volumes small.
     """
     cfg = net.config
     yaws = yaw_candidates(cfg.yaw_range_deg, cfg.yaw_step_deg, bev.device).to(bev.dtype)[::yaw_stride]
-    rotated, rotated_mask = rotate_bev(bev, mask, yaws)
-    volumes = correlate_pairs(rotated, rotated_mask, satellite_features, cfg.search_cells)  # (B, B, K, D, D)
-    scores = pool_tau * torch.logsumexp(volumes.flatten(2) / pool_tau, -1)  # (B, B)
+    coarse_bev = F.normalize(F.avg_pool2d(bev, pool), dim=1)
+    coarse_mask = F.avg_pool2d(mask.unsqueeze(1).to(bev.dtype), pool).squeeze(1) > 0.5
+    coarse_sat = F.normalize(F.avg_pool2d(satellite_features, pool), dim=1)
+    search = (coarse_sat.shape[-1] - coarse_bev.shape[-1]) // 2
+    rotated, rotated_mask = rotate_bev(coarse_bev, coarse_mask, yaws)
+    rows = []
+    for i in range(len(bev)):
+        volumes = correlate_pairs(rotated[i:i + 1], rotated_mask[i:i + 1], coarse_sat, search)  # (1, B, K, D, D)
+        rows.append(pool_tau * torch.logsumexp(volumes[0].flatten(1) / pool_tau, -1))
+    scores = torch.stack(rows)  # (B_ground, B_sat)
     distance = torch.cdist(prior_xy, prior_xy)
     usable = (distance >= min_negative_distance_m) | torch.eye(len(bev), dtype=torch.bool, device=bev.device)
     logits = (scores / tau).masked_fill(~usable, float("-inf"))

@@ -1,0 +1,148 @@
+"""What the node does with one synchronised frame, without ROS: checks, registration, decision.
+
+Every frame ends in exactly one :class:`Outcome`: a pose with an honest covariance, or a state
+saying why there is none (bad image, no/NaN/stale GNSS, stale IMU, clock jump, outside the
+tile cache, low confidence). Nothing here raises on bad input; the node turns outcomes into
+``RegistrationStatus`` and diagnostics.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .camera import PinholeCamera
+from .geodesy import EnuFrame
+from .registration import Registrar
+from .tile_sources import TileError
+from .tiles import TileCache
+
+
+class State(IntEnum):
+    """Mirrors the constants of ``g2s_localization_msgs/RegistrationStatus``."""
+
+    OK = 0
+    LOW_CONFIDENCE = 1
+    NO_GNSS = 2
+    OUTSIDE_COVERAGE = 3
+    BAD_INPUT = 4
+    STALE_IMU = 5
+    RELOCALIZED = 6
+    INITIALIZING = 7
+
+
+@dataclass(frozen=True)
+class GnssFix:
+    stamp_s: float
+    lat_deg: float
+    lon_deg: float
+    has_fix: bool
+
+
+@dataclass(frozen=True)
+class Attitude:
+    """From the IMU orientation (REP-145): ENU yaw, and pitch/roll of base_link."""
+
+    stamp_s: float
+    yaw_rad: float
+    pitch_rad: float
+    roll_rad: float
+
+
+@dataclass(frozen=True)
+class Frame:
+    stamp_s: float
+    image: NDArray[np.uint8] | None  # RGB (H, W, 3); None when the message could not be decoded
+    camera: PinholeCamera | None
+    gnss: GnssFix | None
+    attitude: Attitude | None
+    image_error: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: State
+    message: str
+    stamp_s: float
+    confidence: float = 0.0
+    east_m: float = math.nan  # base_link in map (ENU metres from the datum)
+    north_m: float = math.nan
+    yaw_rad: float = math.nan
+    covariance: NDArray[np.float64] | None = None  # (3, 3) east, north, yaw
+    satellite: NDArray[np.uint8] | None = None  # heading-aligned patch around the prior
+
+    @property
+    def has_pose(self) -> bool:
+        return self.state in (State.OK, State.RELOCALIZED)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    camera_height_m: float = 1.65
+    min_confidence: float = 0.2
+    max_gnss_age_s: float = 0.5
+    max_imu_age_s: float = 0.5
+    clock_jump_back_s: float = 0.5
+    covariance_inflation: float = 1.0  # scales the registrar's covariance (fit by calibration)
+
+
+@dataclass
+class Localizer:
+    """Stateful per-stream processor: remembers the last stamp to notice clock jumps."""
+
+    registrar: Registrar
+    tiles: TileCache
+    datum: EnuFrame
+    config: PipelineConfig = field(default_factory=PipelineConfig)
+    last_stamp_s: float | None = None
+
+    def reset(self) -> None:
+        self.last_stamp_s = None
+
+    def process(self, frame: Frame) -> Outcome:
+        cfg = self.config
+        stamp = frame.stamp_s
+        if self.last_stamp_s is not None and stamp < self.last_stamp_s - cfg.clock_jump_back_s:
+            jumped = self.last_stamp_s - stamp
+            self.reset()
+            self.last_stamp_s = stamp
+            return Outcome(State.INITIALIZING, f"clock jumped back by {jumped:.2f} s (bag loop?); state reset", stamp)
+        self.last_stamp_s = stamp if self.last_stamp_s is None else max(stamp, self.last_stamp_s)
+        if frame.image is None or frame.camera is None:
+            return Outcome(State.BAD_INPUT, frame.image_error or "no usable image / camera info", stamp)
+        if frame.image.ndim != 3 or frame.image.shape[:2] != (frame.camera.height, frame.camera.width):
+            return Outcome(State.BAD_INPUT, f"image {frame.image.shape} does not match camera "
+                                            f"{frame.camera.width}x{frame.camera.height}", stamp)
+        gnss = frame.gnss
+        if gnss is None:
+            return Outcome(State.NO_GNSS, "no GNSS fix received", stamp)
+        if not gnss.has_fix or not (math.isfinite(gnss.lat_deg) and math.isfinite(gnss.lon_deg)):
+            return Outcome(State.NO_GNSS, "GNSS reports no fix or a non-finite position", stamp)
+        if abs(stamp - gnss.stamp_s) > cfg.max_gnss_age_s:
+            return Outcome(State.NO_GNSS, f"GNSS fix is {abs(stamp - gnss.stamp_s):.2f} s from the image", stamp)
+        att = frame.attitude
+        if att is None or abs(stamp - att.stamp_s) > cfg.max_imu_age_s:
+            age = "missing" if att is None else f"{abs(stamp - att.stamp_s):.2f} s old"
+            return Outcome(State.STALE_IMU, f"IMU heading {age}; no yaw prior", stamp)
+        if not all(math.isfinite(v) for v in (att.yaw_rad, att.pitch_rad, att.roll_rad)):
+            return Outcome(State.STALE_IMU, "IMU orientation is not finite", stamp)
+        try:
+            result = self.registrar.localize(frame.image, frame.camera, self.tiles, gnss.lat_deg, gnss.lon_deg,
+                                             att.yaw_rad, cfg.camera_height_m, att.pitch_rad, att.roll_rad)
+        except TileError as exc:
+            return Outcome(State.OUTSIDE_COVERAGE, f"satellite tiles: {exc}", stamp)
+        except ValueError as exc:
+            return Outcome(State.BAD_INPUT, str(exc), stamp)
+        east, north, _ = self.datum.to_enu(result.lat_deg, result.lon_deg)
+        covariance = result.covariance * cfg.covariance_inflation
+        if not (np.all(np.isfinite(covariance)) and math.isfinite(result.yaw_rad)):
+            return Outcome(State.LOW_CONFIDENCE, "registration produced a non-finite result", stamp)
+        state, message = State.OK, ""
+        if result.confidence < cfg.min_confidence:
+            state, message = State.LOW_CONFIDENCE, (f"confidence {result.confidence:.2f} below "
+                                                    f"{cfg.min_confidence:.2f}; pose withheld")
+        return Outcome(state, message, stamp, result.confidence, float(east), float(north), result.yaw_rad,
+                       covariance, result.satellite)
