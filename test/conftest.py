@@ -14,6 +14,8 @@ from g2s_localization.tile_sources import MBTilesWriter, write_xyz_tile
 # One random DDS domain per test session, discovery restricted to this machine.
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE",
+                      str(Path(__file__).resolve().parent.parent / "config" / "fastdds_localhost_shm.xml"))
 
 # Tiles of the coordinate-pattern fixture: zoom 19 around Karlsruhe (KITTI's city).
 FIXTURE_ZOOM = 19

@@ -1,0 +1,297 @@
+"""``g2s_node``: the ROS 2 edge. Subscribes camera + CameraInfo, NavSatFix and Imu (sensor-data
+QoS), pairs them in time, registers the image against the satellite tile cache off the executor
+thread (queue of one: stale frames are dropped and counted), and publishes:
+
+* ``~/pose``            geometry_msgs/PoseWithCovarianceStamped, frame ``map``, image stamp
+* ``/tf``               map->odom when an odom->base_link transform is seen, else map->base_link
+* ``~/status``          g2s_localization_msgs/RegistrationStatus (every processed frame)
+* ``/diagnostics``      diagnostic_msgs/DiagnosticArray
+* ``~/satellite_prior`` sensor_msgs/Image: heading-aligned patch around the prior (SA-Occ BEV prior)
+
+Resources are created in :meth:`G2SNode.configure` and released in :meth:`G2SNode.shutdown`.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import sys
+import threading
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, Imu, NavSatFix
+
+from g2s_localization_msgs.msg import RegistrationStatus
+from tf2_msgs.msg import TFMessage
+
+from .geodesy import EnuFrame, quaternion_xyzw_to_yaw, yaw_to_quaternion_xyzw
+from .pipeline import Frame, Localizer, Outcome, PipelineConfig, State
+from .ros_messages import (
+    attitude_from_imu, camera_from_info, compose_planar, fill_pose, fix_from_navsatfix, image_to_rgb, invert_planar,
+    pose_covariance_6x6, rgb_to_image, stamp_to_seconds,
+)
+from .sync import NearestBuffer
+
+PARAMETERS: dict[str, tuple[object, str]] = {
+    "tiles_path": ("", "XYZ tile folder (z/x/y.png) or .mbtiles file of the satellite cache"),
+    "weights": ("", "safetensors weights; '' = shipped synthetic weights, 'baseline' = training-free registrar"),
+    "device": ("auto", "'auto' (CUDA when present), 'cpu' or 'cuda'"),
+    "datum_lat_deg": (float("nan"), "WGS84 latitude of the map origin; NaN = first valid GNSS fix"),
+    "datum_lon_deg": (float("nan"), "WGS84 longitude of the map origin; NaN = first valid GNSS fix"),
+    "camera_height_m": (1.65, "camera optical centre above the road, metres"),
+    "min_confidence": (0.2, "registrations below this confidence publish no pose"),
+    "covariance_inflation": (1.0, "factor applied to the registration covariance"),
+    "sync_slop_s": (0.06, "max time difference when pairing image with GNSS and IMU, seconds"),
+    "max_gnss_age_s": (0.5, "GNSS older than this relative to the image counts as missing"),
+    "max_imu_age_s": (0.5, "IMU older than this relative to the image counts as stale"),
+    "image_topic": ("/camera/image_raw", "camera image topic"),
+    "camera_info_topic": ("/camera/camera_info", "camera info topic"),
+    "fix_topic": ("/gnss/fix", "NavSatFix topic"),
+    "imu_topic": ("/imu/data", "IMU topic (orientation in ENU)"),
+    "map_frame": ("map", "REP-105 map frame"),
+    "odom_frame": ("odom", "REP-105 odom frame"),
+    "base_frame": ("base_link", "vehicle body frame"),
+    "publish_tf": (True, "publish the map transform on /tf"),
+    "tf_mode": ("auto", "'auto', 'map_odom' or 'map_base'"),
+}
+LEVELS = {State.OK: DiagnosticStatus.OK, State.RELOCALIZED: DiagnosticStatus.OK,
+          State.LOW_CONFIDENCE: DiagnosticStatus.WARN, State.NO_GNSS: DiagnosticStatus.WARN,
+          State.STALE_IMU: DiagnosticStatus.WARN, State.INITIALIZING: DiagnosticStatus.WARN,
+          State.OUTSIDE_COVERAGE: DiagnosticStatus.ERROR, State.BAD_INPUT: DiagnosticStatus.ERROR}
+
+
+class ConfigurationError(RuntimeError):
+    """A parameter is invalid or a resource (tiles, weights) cannot be opened."""
+
+
+class G2SNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("g2s_localization", **kwargs)
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        self.localizer: Localizer | None = None
+        self._queue: queue.Queue[Frame] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.counters = {"received": 0, "processed": 0, "dropped": 0, "published": 0}
+        self.last_latency_s = math.nan
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    # ------------------------------------------------------------------ lifecycle
+    def configure(self) -> None:
+        """Validate parameters, open tiles and weights, create publishers/subscriptions, start the worker."""
+        from .registration import BaselineRegistrar, LearnedRegistrar
+        from .tile_sources import TileError, open_tile_source
+        from .tiles import TileCache
+
+        if self.p("tf_mode") not in ("auto", "map_odom", "map_base"):
+            raise ConfigurationError(f"tf_mode must be auto, map_odom or map_base, got {self.p('tf_mode')!r}")
+        for name in ("min_confidence", "sync_slop_s", "max_gnss_age_s", "max_imu_age_s", "camera_height_m",
+                     "covariance_inflation"):
+            value = self.p(name)
+            if not (isinstance(value, float) and math.isfinite(value) and value >= 0):
+                raise ConfigurationError(f"parameter {name} must be a finite non-negative number, got {value!r}")
+        if not self.p("tiles_path"):
+            raise ConfigurationError("parameter tiles_path is required (XYZ folder or .mbtiles)")
+        try:
+            tiles = TileCache(open_tile_source(self.p("tiles_path")))
+        except TileError as exc:
+            raise ConfigurationError(f"cannot open tiles: {exc}") from exc
+        device = None if self.p("device") == "auto" else self.p("device")
+        try:
+            weights = self.p("weights")
+            registrar = BaselineRegistrar(device=device) if weights == "baseline" else (
+                LearnedRegistrar.from_checkpoint(weights, device) if weights else LearnedRegistrar.from_checkpoint(
+                    device=device))
+        except ValueError as exc:
+            raise ConfigurationError(f"cannot load weights: {exc}") from exc
+        datum = None
+        if math.isfinite(self.p("datum_lat_deg")) and math.isfinite(self.p("datum_lon_deg")):
+            datum = EnuFrame(self.p("datum_lat_deg"), self.p("datum_lon_deg"))
+        config = PipelineConfig(self.p("camera_height_m"), self.p("min_confidence"), self.p("max_gnss_age_s"),
+                                self.p("max_imu_age_s"), covariance_inflation=self.p("covariance_inflation"))
+        self.localizer = Localizer(registrar, tiles, datum or EnuFrame(0.0, 0.0), config)
+        self._datum_set = datum is not None
+        self.fixes: NearestBuffer = NearestBuffer()
+        self.attitudes: NearestBuffer = NearestBuffer()
+        self.odom: NearestBuffer = NearestBuffer()
+        self.camera = None
+        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "~/pose", 10)
+        self.status_pub = self.create_publisher(RegistrationStatus, "~/status", 10)
+        self.sat_pub = self.create_publisher(Image, "~/satellite_prior", 2)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.tf_pub = self.create_publisher(TFMessage, "/tf", 100)
+        self.create_subscription(Image, self.p("image_topic"), self._on_image, qos_profile_sensor_data)
+        self.create_subscription(CameraInfo, self.p("camera_info_topic"), self._on_info, qos_profile_sensor_data)
+        self.create_subscription(NavSatFix, self.p("fix_topic"), self._on_fix, qos_profile_sensor_data)
+        self.create_subscription(Imu, self.p("imu_topic"), self._on_imu, qos_profile_sensor_data)
+        self.create_subscription(TFMessage, "/tf", self._on_tf, 100)
+        self._worker = threading.Thread(target=self._run, name="g2s-registration", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"configured: tiles {self.p('tiles_path')}, registrar {registrar.name} on "
+                               f"{registrar.device}")
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_info(self, msg: CameraInfo) -> None:
+        try:
+            self.camera = camera_from_info(msg)
+        except ValueError as exc:
+            self.get_logger().warn(f"ignoring camera info: {exc}", throttle_duration_sec=5.0)
+
+    def _on_fix(self, msg: NavSatFix) -> None:
+        fix = fix_from_navsatfix(msg)
+        self.fixes.add(fix.stamp_s, fix)
+
+    def _on_imu(self, msg: Imu) -> None:
+        attitude = attitude_from_imu(msg)
+        self.attitudes.add(attitude.stamp_s, attitude)
+
+    def _on_tf(self, msg: TFMessage) -> None:
+        for t in msg.transforms:
+            if t.header.frame_id == self.p("odom_frame") and t.child_frame_id == self.p("base_frame"):
+                q = t.transform.rotation
+                yaw = quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w))
+                self.odom.add(stamp_to_seconds(t.header.stamp), (t.transform.translation.x,
+                                                                 t.transform.translation.y, yaw))
+
+    def _on_image(self, msg: Image) -> None:
+        self.counters["received"] += 1
+        stamp = stamp_to_seconds(msg.header.stamp)
+        image, error = None, ""
+        try:
+            image = image_to_rgb(msg)
+        except ValueError as exc:
+            error = str(exc)
+        slop = self.p("sync_slop_s")
+        fix = self.fixes.nearest(stamp, max(slop, self.p("max_gnss_age_s")))
+        att = self.attitudes.nearest(stamp, max(slop, self.p("max_imu_age_s")))
+        frame = Frame(stamp, image, self.camera, fix[1] if fix else None, att[1] if att else None, error)
+        try:
+            self._queue.put_nowait(frame)
+        except queue.Full:  # the registrar is busy: keep only the newest frame
+            try:
+                self._queue.get_nowait()
+                self.counters["dropped"] += 1
+            except queue.Empty:
+                pass
+            self._queue.put_nowait(frame)
+
+    # ------------------------------------------------------------------ worker
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            start = time.perf_counter()
+            if not self._datum_set and frame.gnss is not None and frame.gnss.has_fix:
+                self.localizer.datum = EnuFrame(frame.gnss.lat_deg, frame.gnss.lon_deg)
+                self._datum_set = True
+                self.get_logger().info(f"map datum set to the first fix {frame.gnss.lat_deg:.7f}, "
+                                       f"{frame.gnss.lon_deg:.7f}")
+            try:
+                outcome = self.localizer.process(frame)
+            except Exception as exc:  # a bug must cost one frame, never the node
+                outcome = Outcome(State.BAD_INPUT, f"internal error: {type(exc).__name__}: {exc}", frame.stamp_s)
+                self.get_logger().error(outcome.message)
+            if outcome.state == State.INITIALIZING:
+                for buffer in (self.fixes, self.attitudes, self.odom):
+                    buffer.clear()
+            self.last_latency_s = time.perf_counter() - start
+            self.counters["processed"] += 1
+            self._publish(outcome)
+
+    def _header(self, msg, stamp_s: float, frame_id: str) -> None:
+        msg.header.stamp.sec = int(math.floor(stamp_s))
+        msg.header.stamp.nanosec = int(round((stamp_s - math.floor(stamp_s)) * 1e9)) % 1_000_000_000
+        msg.header.frame_id = frame_id
+
+    def _publish(self, outcome: Outcome) -> None:
+        map_frame = self.p("map_frame")
+        status = RegistrationStatus()
+        self._header(status, outcome.stamp_s, map_frame)
+        status.state, status.message, status.confidence = int(outcome.state), outcome.message, float(outcome.confidence)
+        if outcome.has_pose:
+            pose = PoseWithCovarianceStamped()
+            self._header(pose, outcome.stamp_s, map_frame)
+            fill_pose(pose.pose.pose, outcome.east_m, outcome.north_m, outcome.yaw_rad)
+            pose.pose.covariance = pose_covariance_6x6(outcome.covariance)
+            status.pose = pose.pose
+            self.pose_pub.publish(pose)
+            self.counters["published"] += 1
+            if self.p("publish_tf"):
+                self._publish_tf(outcome)
+        self.status_pub.publish(status)
+        if outcome.satellite is not None:
+            sat = Image()
+            self._header(sat, outcome.stamp_s, self.p("base_frame"))
+            self.sat_pub.publish(rgb_to_image(Image, sat.header, outcome.satellite))
+        self._publish_diagnostics(outcome)
+
+    def _publish_tf(self, outcome: Outcome) -> None:
+        mode = self.p("tf_mode")
+        odom = self.odom.nearest(outcome.stamp_s, 0.2)
+        t = TransformStamped()
+        self._header(t, outcome.stamp_s, self.p("map_frame"))
+        T_map_base = (outcome.east_m, outcome.north_m, outcome.yaw_rad)
+        if mode == "map_odom" or (mode == "auto" and odom is not None):
+            if odom is None:
+                return  # asked for map->odom but nobody publishes odom->base_link yet
+            x, y, yaw = compose_planar(T_map_base, invert_planar(odom[1]))
+            t.child_frame_id = self.p("odom_frame")
+        else:
+            x, y, yaw = T_map_base
+            t.child_frame_id = self.p("base_frame")
+        t.transform.translation.x, t.transform.translation.y = float(x), float(y)
+        q = yaw_to_quaternion_xyzw(yaw)
+        t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = q
+        self.tf_pub.publish(TFMessage(transforms=[t]))
+
+    def _publish_diagnostics(self, outcome: Outcome) -> None:
+        array = DiagnosticArray()
+        self._header(array, outcome.stamp_s, "")
+        status = DiagnosticStatus(level=LEVELS[outcome.state], name="g2s_localization: registration",
+                                  hardware_id="camera", message=outcome.message or outcome.state.name)
+        values = {**{k: str(v) for k, v in self.counters.items()}, "state": outcome.state.name,
+                  "confidence": f"{outcome.confidence:.3f}", "latency_ms": f"{1000 * self.last_latency_s:.1f}"}
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array.status = [status]
+        self.diag_pub.publish(array)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = G2SNode()
+    try:
+        node.configure()
+    except ConfigurationError as exc:
+        node.get_logger().fatal(str(exc))
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

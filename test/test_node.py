@@ -1,0 +1,186 @@
+"""g2s_node as a separate process, talking to this test's rclpy node over real DDS on loopback."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import CameraInfo, Image, Imu, NavSatFix
+
+from g2s_localization.geodesy import EnuFrame
+from g2s_localization.kitti_raw import find_drives
+from g2s_localization.pipeline import State
+from g2s_localization_msgs.msg import RegistrationStatus
+from tf2_msgs.msg import TFMessage
+
+
+class Harness(Node):
+    """Publishes sensor data like a vehicle and records what g2s_node answers."""
+
+    def __init__(self, context: rclpy.Context) -> None:
+        super().__init__("g2s_test_harness", context=context)
+        self.image_pub = self.create_publisher(Image, "/camera/image_raw", 10)
+        self.info_pub = self.create_publisher(CameraInfo, "/camera/camera_info", 10)
+        self.fix_pub = self.create_publisher(NavSatFix, "/gnss/fix", 10)
+        self.imu_pub = self.create_publisher(Imu, "/imu/data", 10)
+        self.poses: dict[float, PoseWithCovarianceStamped] = {}
+        self.statuses: dict[float, RegistrationStatus] = {}
+        self.tf: list[TFMessage] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.satellite: list[Image] = []
+        stamp = lambda m: round(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, 3)  # noqa: E731
+        self.create_subscription(PoseWithCovarianceStamped, "/g2s_localization/pose",
+                                 lambda m: self.poses.__setitem__(stamp(m), m), 50)
+        self.create_subscription(RegistrationStatus, "/g2s_localization/status",
+                                 lambda m: self.statuses.__setitem__(stamp(m), m), 50)
+        self.create_subscription(TFMessage, "/tf", self.tf.append, 50)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
+        self.create_subscription(Image, "/g2s_localization/satellite_prior", self.satellite.append, 5)
+
+    def send(self, stamp: float, rgb: np.ndarray | None, camera_k: tuple, fix: tuple | None, yaw: float | None,
+             encoding: str = "rgb8") -> None:
+        sec, nsec = int(stamp), int(round((stamp - int(stamp)) * 1e9))
+        def header(msg, frame):
+            msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = sec, nsec, frame
+            return msg
+        fx, cx, cy, w, h = camera_k
+        info = header(CameraInfo(width=w, height=h), "camera_optical_frame")
+        info.k = [fx, 0.0, cx, 0.0, fx, cy, 0.0, 0.0, 1.0]
+        info.p = [fx, 0.0, cx, 0.0, 0.0, fx, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        self.info_pub.publish(info)
+        if fix is not None:
+            msg = header(NavSatFix(), "gnss_link")
+            msg.latitude, msg.longitude, msg.altitude = fix
+            msg.status.status = 0 if math.isfinite(fix[0]) else -1
+            self.fix_pub.publish(msg)
+        if yaw is not None:
+            imu = header(Imu(), "imu_link")
+            imu.orientation.x, imu.orientation.y, imu.orientation.z, imu.orientation.w = \
+                Rotation.from_euler("z", yaw).as_quat()
+            self.imu_pub.publish(imu)
+        time.sleep(0.05)  # let fix and IMU arrive first, as they would at 10 Hz
+        img = header(Image(height=h, width=w, encoding=encoding, is_bigendian=0), "camera_optical_frame")
+        data = rgb if rgb is not None else np.zeros((h, w, 2), np.uint8)
+        img.step = w * data.shape[2]
+        img.data = data.tobytes()
+        self.image_pub.publish(img)
+
+
+def wait_for(predicate, timeout: float = 20.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="module")
+def live(small_world_dir: Path, small_dataset: Path):
+    from g2s_localization.synthetic import load_world
+
+    world = load_world(small_world_dir)
+    cmd = [sys.executable, "-m", "g2s_localization.node", "--ros-args", "-p", f"tiles_path:={small_world_dir / 'tiles'}",
+           "-p", "weights:=baseline", "-p", "device:=cpu", "-p", f"datum_lat_deg:={world.config.anchor_lat_deg}",
+           "-p", f"datum_lon_deg:={world.config.anchor_lon_deg}", "-p", "min_confidence:=0.0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    harness = Harness(context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(harness)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    ready = wait_for(lambda: harness.image_pub.get_subscription_count() > 0 and harness.fix_pub.get_subscription_count() > 0
+                     and harness.imu_pub.get_subscription_count() > 0
+                     and harness.count_publishers("/g2s_localization/status") > 0, timeout=90.0)
+    if not ready:
+        proc.kill()
+        pytest.fail(f"g2s_node did not come up: {proc.communicate()[0][-3000:]}")
+    time.sleep(1.0)  # let the reverse direction (node -> harness) finish matching too
+    yield harness, world, find_drives(small_dataset)[0], proc
+    executor.shutdown()
+    harness.destroy_node()
+    rclpy.shutdown(context=context)
+    if proc.poll() is None:
+        proc.send_signal(2)  # SIGINT: the node must stop cleanly
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def camera_k(drive) -> tuple:
+    cam = drive.camera()
+    return cam.fx, cam.cx, cam.cy, cam.width, cam.height
+
+
+def test_registers_a_drive_and_publishes_pose_tf_status(live) -> None:
+    harness, world, drive, _ = live
+    datum = EnuFrame(world.config.anchor_lat_deg, world.config.anchor_lon_deg)
+    stamps = [s * 1e-9 for s in drive.timestamps_ns()]
+    truth = drive.ground_truth()
+    for frame, stamp in zip(drive.frames, stamps):
+        o = drive.oxts(frame)
+        harness.send(stamp, drive.image(frame), camera_k(drive), (o.lat, o.lon, o.alt), o.yaw)
+        wait_for(lambda: round(stamp, 3) in harness.statuses, timeout=10.0)
+    assert wait_for(lambda: len(harness.poses) >= 6, timeout=20.0), f"only {len(harness.poses)} poses"
+    errors = []
+    for frame, stamp in zip(drive.frames, stamps):
+        pose = harness.poses.get(round(stamp, 3))
+        if pose is None:
+            continue
+        assert pose.header.frame_id == "map"
+        e, n, _ = datum.to_enu(truth[frame].lat, truth[frame].lon)
+        errors.append(math.hypot(pose.pose.pose.position.x - e, pose.pose.pose.position.y - n))
+        cov = np.array(pose.pose.covariance).reshape(6, 6)
+        assert cov[0, 0] > 0 and cov[5, 5] > 0 and cov[2, 2] >= 1e5  # z is not estimated
+        q = pose.pose.pose.orientation
+        assert math.isclose(q.x**2 + q.y**2 + q.z**2 + q.w**2, 1.0, rel_tol=1e-6)
+    assert float(np.median(errors)) < 1.5, errors
+    ok = [s for s in harness.statuses.values() if s.state == RegistrationStatus.STATE_OK]
+    assert ok and all(s.header.frame_id == "map" for s in ok)
+    assert wait_for(lambda: any(t.transforms and t.transforms[0].child_frame_id == "base_link" for t in harness.tf))
+    assert wait_for(lambda: len(harness.diagnostics) > 0)
+    assert harness.diagnostics[-1].status[0].name.startswith("g2s_localization")
+    assert wait_for(lambda: len(harness.satellite) > 0)
+    assert harness.satellite[-1].encoding == "rgb8" and harness.satellite[-1].width > 0
+
+
+def expect_state(harness: Harness, stamp: float, state: int, text: str) -> None:
+    assert wait_for(lambda: round(stamp, 3) in harness.statuses, timeout=15.0), f"no status for {stamp}"
+    status = harness.statuses[round(stamp, 3)]
+    assert status.state == state, (status.state, status.message)
+    assert text in status.message
+    assert round(stamp, 3) not in harness.poses  # no pose for a faulty frame
+
+
+def test_faults_give_a_status_and_no_pose(live) -> None:
+    harness, world, drive, proc = live
+    o = drive.oxts(0)
+    image = drive.image(0)
+    base = drive.timestamps_ns()[-1] * 1e-9 + 10.0
+    k = camera_k(drive)
+    harness.send(base + 1.0, None, k, (o.lat, o.lon, o.alt), o.yaw, encoding="mono16")
+    expect_state(harness, base + 1.0, RegistrationStatus.STATE_BAD_INPUT, "unsupported image encoding")
+    harness.send(base + 2.0, image, k, (math.nan, math.nan, math.nan), o.yaw)
+    expect_state(harness, base + 2.0, RegistrationStatus.STATE_NO_GNSS, "no fix")
+    harness.send(base + 3.0, image, k, (o.lat, o.lon, o.alt), None)
+    expect_state(harness, base + 3.0, RegistrationStatus.STATE_STALE_IMU, "IMU")
+    harness.send(base + 4.0, image, k, (0.001, 0.001, 0.0), o.yaw)
+    expect_state(harness, base + 4.0, RegistrationStatus.STATE_OUTSIDE_COVERAGE, "tiles")
+    harness.send(base - 100.0, image, k, (o.lat, o.lon, o.alt), o.yaw)
+    expect_state(harness, base - 100.0, RegistrationStatus.STATE_INITIALIZING, "clock jumped back")
+    assert proc.poll() is None  # still alive after all of it
+    assert State.BAD_INPUT == RegistrationStatus.STATE_BAD_INPUT  # pipeline and message agree
