@@ -8,6 +8,8 @@ Topics and frames (REP-105 / REP-145)::
     /imu/data             sensor_msgs/msg/Imu          imu_link  (orientation x,y,z,w in ENU)
     /ground_truth/pose    geometry_msgs/msg/PoseStamped  map    (base_link pose)
     /ground_truth/fix     sensor_msgs/msg/NavSatFix    base_link (exact geodetic truth)
+    /odom                 nav_msgs/msg/Odometry        odom -> base_link, dead-reckoned from
+                          the OXTS forward speed and yaw rate (a wheel/IMU odometry stand-in)
 
 The ``map`` datum (WGS84 origin of ENU) is stored in the bag's custom metadata so a replay
 can put poses in the same frame (:func:`read_bag_datum`).
@@ -34,8 +36,10 @@ TOPICS = {
     "imu": "/imu/data",
     "gt_pose": "/ground_truth/pose",
     "gt_fix": "/ground_truth/fix",
+    "odom": "/odom",
 }
-FRAMES = {"camera": "camera_optical_frame", "gnss": "gnss_link", "imu": "imu_link", "map": "map", "base": "base_link"}
+FRAMES = {"camera": "camera_optical_frame", "gnss": "gnss_link", "imu": "imu_link", "map": "map", "base": "base_link",
+          "odom": "odom"}
 DATUM_KEYS = ("g2s.datum_lat_deg", "g2s.datum_lon_deg", "g2s.datum_alt_m")
 
 
@@ -83,7 +87,10 @@ def kitti_to_bag(drive_dir: str | Path, bag_path: str | Path, storage: str = "mc
             "imu": writer.add_connection(TOPICS["imu"], "sensor_msgs/msg/Imu", typestore=ts),
             "gt_pose": writer.add_connection(TOPICS["gt_pose"], "geometry_msgs/msg/PoseStamped", typestore=ts),
             "gt_fix": writer.add_connection(TOPICS["gt_fix"], "sensor_msgs/msg/NavSatFix", typestore=ts),
+            "odom": writer.add_connection(TOPICS["odom"], "nav_msgs/msg/Odometry", typestore=ts),
         }
+        odom_pose = [0.0, 0.0, 0.0]  # x, y, yaw in odom, integrated from speed and yaw rate
+        last_t: int | None = None
 
         def put(name: str, stamp: int, msg) -> None:
             writer.write(conns[name], stamp, ts.serialize_cdr(msg, msg.__msgtype__))
@@ -120,6 +127,24 @@ def kitti_to_bag(drive_dir: str | Path, bag_path: str | Path, storage: str = "mc
                     position=T["geometry_msgs/msg/Point"](x=float(e), y=float(n), z=float(u)),
                     orientation=T["geometry_msgs/msg/Quaternion"](x=gq[0], y=gq[1], z=gq[2], w=gq[3]))))
             put("gt_fix", t_img, _navsatfix(ts, header(t_img, FRAMES["base"]), gt.lat, gt.lon, gt.alt, 0.0))
+            if last_t is not None:
+                dt = (t_oxts - last_t) * 1e-9
+                odom_pose[0] += o.vf * math.cos(odom_pose[2]) * dt
+                odom_pose[1] += o.vf * math.sin(odom_pose[2]) * dt
+                odom_pose[2] = math.atan2(math.sin(odom_pose[2] + o.wu * dt), math.cos(odom_pose[2] + o.wu * dt))
+            last_t = t_oxts
+            oq = Rotation.from_euler("z", odom_pose[2]).as_quat()
+            put("odom", t_oxts, T["nav_msgs/msg/Odometry"](
+                header=header(t_oxts, FRAMES["odom"]), child_frame_id=FRAMES["base"],
+                pose=T["geometry_msgs/msg/PoseWithCovariance"](
+                    pose=T["geometry_msgs/msg/Pose"](
+                        position=T["geometry_msgs/msg/Point"](x=odom_pose[0], y=odom_pose[1], z=0.0),
+                        orientation=T["geometry_msgs/msg/Quaternion"](x=oq[0], y=oq[1], z=oq[2], w=oq[3])),
+                    covariance=np.diag([0.01, 0.01, 1e6, 1e6, 1e6, 1e-3]).reshape(-1)),
+                twist=T["geometry_msgs/msg/TwistWithCovariance"](
+                    twist=T["geometry_msgs/msg/Twist"](linear=vec(x=o.vf, y=0.0, z=0.0),
+                                                       angular=vec(x=0.0, y=0.0, z=o.wu)),
+                    covariance=np.diag([0.01, 1e6, 1e6, 1e6, 1e6, 2.5e-5]).reshape(-1))))
     return out
 
 

@@ -66,6 +66,21 @@ def _train(args: argparse.Namespace) -> None:
     print(f"weights written to {train(from_dict(TrainConfig, base))}")
 
 
+def _replay(args: argparse.Namespace) -> None:
+    from .replay import replay
+
+    sent = replay(args.bag, rate=args.rate, loops=args.loops)
+    print(f"replayed {sent} messages from {args.bag}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .replay_eval import evaluate_bag
+
+    report = evaluate_bag(args.bag, args.tiles, args.out, weights=args.weights, rate=args.rate)
+    print(report.read_text())
+    print(f"report and plots in {report.parent}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -118,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="YAML overriding the TrainConfig defaults")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="top-level overrides")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("replay", help="publish a rosbag2 over DDS with /clock")
+    p.add_argument("bag", type=Path)
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    p.add_argument("--loops", type=int, default=1, help="play the bag this many times (clock jumps back)")
+    p.set_defaults(func=_replay)
+
+    p = sub.add_parser("evaluate", help="replay a bag through g2s_node and score it against ground truth")
+    p.add_argument("bag", type=Path)
+    p.add_argument("--tiles", type=Path, required=True, help="tile folder or .mbtiles")
+    p.add_argument("--out", type=Path, default=Path("out/evaluation"))
+    p.add_argument("--weights", default="", help="'' = shipped weights, 'baseline', or a .safetensors path")
+    p.add_argument("--rate", type=float, default=1.0)
+    p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("demo", help="build the default synthetic world and drive and show the pipeline")
     p.add_argument("--out", default="out/demo")

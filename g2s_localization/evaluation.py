@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from .geodesy import EnuFrame
-from .metrics import FrameErrors, format_table, frame_errors, summarize
+from .metrics import CHI2_95_3DOF, FrameErrors, format_table, frame_errors, summarize
 from .registration import Registrar, to_map_frame
 
 
@@ -70,3 +70,36 @@ def write_report(runs: list[EvaluationRun], out_dir: str | Path, title: str) -> 
     (out / "report.md").write_text(text)
     (out / "metrics.json").write_text(json.dumps({r.name: r.metrics for r in runs}, indent=2))
     return out / "report.md"
+
+
+def calibrate_temperature(registrar: Registrar, dataset, limit: int = 120,
+                          candidates: np.ndarray | None = None, progress: bool = False) -> tuple[float, float]:
+    """The softmax temperature whose 95 % ellipsoids hold 95 % of the truths on ``dataset``.
+
+    One scalar fitted on labelled validation frames (synthetic ground truth); the registrar's
+    score volumes are computed once and the temperature swept over ``candidates``.
+    Returns ``(temperature, coverage)``.
+    """
+    import torch
+
+    from .correlation import ScoreVolume, pose_from_scores
+
+    candidates = np.geomspace(0.002, 0.3, 40) if candidates is None else candidates
+    subset = Subset(dataset, list(range(min(limit, len(dataset)))))
+    volumes, targets = [], []
+    for batch in tqdm(DataLoader(subset, batch_size=4), desc="calibration", disable=not progress):
+        volumes.append(registrar.score_volume(batch))
+        targets.append(batch["target"])
+    scores = torch.cat([v.scores.cpu() for v in volumes])
+    volume = ScoreVolume(scores, volumes[0].yaw_offsets.cpu(), volumes[0].cell_m)
+    target = torch.cat(targets).double()
+    best = (float("inf"), float(candidates[0]), 0.0)
+    for t in candidates:
+        est = pose_from_scores(volume, float(t))
+        residual = torch.stack([est.forward_m.double(), est.left_m.double(), est.yaw_offset.double()], -1) - target
+        nees = torch.einsum("ni,nij,nj->n", residual, torch.linalg.inv(est.covariance.double()), residual)
+        coverage = float((nees <= CHI2_95_3DOF).double().mean())
+        gap = abs(coverage - 0.95)
+        if gap < best[0] - 1e-9:
+            best = (gap, float(t), coverage)
+    return best[1], best[2]

@@ -178,7 +178,8 @@ class G2SNode(Node):
         slop = self.p("sync_slop_s")
         fix = self.fixes.nearest(stamp, max(slop, self.p("max_gnss_age_s")))
         att = self.attitudes.nearest(stamp, max(slop, self.p("max_imu_age_s")))
-        frame = Frame(stamp, image, self.camera, fix[1] if fix else None, att[1] if att else None, error)
+        frame = Frame(stamp, image, self.camera, fix[1] if fix else None, att[1] if att else None, error,
+                      msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
         try:
             self._queue.put_nowait(frame)
         except queue.Full:  # the registrar is busy: keep only the newest frame
@@ -205,7 +206,8 @@ class G2SNode(Node):
             try:
                 outcome = self.localizer.process(frame)
             except Exception as exc:  # a bug must cost one frame, never the node
-                outcome = Outcome(State.BAD_INPUT, f"internal error: {type(exc).__name__}: {exc}", frame.stamp_s)
+                outcome = Outcome(State.BAD_INPUT, f"internal error: {type(exc).__name__}: {exc}", frame.stamp_s,
+                                  stamp_ns=frame.stamp_ns)
                 self.get_logger().error(outcome.message)
             if outcome.state == State.INITIALIZING:
                 for buffer in (self.fixes, self.attitudes, self.odom):
@@ -214,19 +216,18 @@ class G2SNode(Node):
             self.counters["processed"] += 1
             self._publish(outcome)
 
-    def _header(self, msg, stamp_s: float, frame_id: str) -> None:
-        msg.header.stamp.sec = int(math.floor(stamp_s))
-        msg.header.stamp.nanosec = int(round((stamp_s - math.floor(stamp_s)) * 1e9)) % 1_000_000_000
+    def _header(self, msg, stamp_ns: int, frame_id: str) -> None:
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
         msg.header.frame_id = frame_id
 
     def _publish(self, outcome: Outcome) -> None:
         map_frame = self.p("map_frame")
         status = RegistrationStatus()
-        self._header(status, outcome.stamp_s, map_frame)
+        self._header(status, outcome.stamp_ns, map_frame)
         status.state, status.message, status.confidence = int(outcome.state), outcome.message, float(outcome.confidence)
         if outcome.has_pose:
             pose = PoseWithCovarianceStamped()
-            self._header(pose, outcome.stamp_s, map_frame)
+            self._header(pose, outcome.stamp_ns, map_frame)
             fill_pose(pose.pose.pose, outcome.east_m, outcome.north_m, outcome.yaw_rad)
             pose.pose.covariance = pose_covariance_6x6(outcome.covariance)
             status.pose = pose.pose
@@ -237,7 +238,7 @@ class G2SNode(Node):
         self.status_pub.publish(status)
         if outcome.satellite is not None:
             sat = Image()
-            self._header(sat, outcome.stamp_s, self.p("base_frame"))
+            self._header(sat, outcome.stamp_ns, self.p("base_frame"))
             self.sat_pub.publish(rgb_to_image(Image, sat.header, outcome.satellite))
         self._publish_diagnostics(outcome)
 
@@ -245,7 +246,7 @@ class G2SNode(Node):
         mode = self.p("tf_mode")
         odom = self.odom.nearest(outcome.stamp_s, 0.2)
         t = TransformStamped()
-        self._header(t, outcome.stamp_s, self.p("map_frame"))
+        self._header(t, outcome.stamp_ns, self.p("map_frame"))
         T_map_base = (outcome.east_m, outcome.north_m, outcome.yaw_rad)
         if mode == "map_odom" or (mode == "auto" and odom is not None):
             if odom is None:
@@ -262,7 +263,7 @@ class G2SNode(Node):
 
     def _publish_diagnostics(self, outcome: Outcome) -> None:
         array = DiagnosticArray()
-        self._header(array, outcome.stamp_s, "")
+        self._header(array, outcome.stamp_ns, "")
         status = DiagnosticStatus(level=LEVELS[outcome.state], name="g2s_localization: registration",
                                   hardware_id="camera", message=outcome.message or outcome.state.name)
         values = {**{k: str(v) for k, v in self.counters.items()}, "state": outcome.state.name,

@@ -8,7 +8,7 @@ tile cache, low confidence). Nothing here raises on bad input; the node turns ou
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 import numpy as np
@@ -60,6 +60,7 @@ class Frame:
     gnss: GnssFix | None
     attitude: Attitude | None
     image_error: str = ""
+    stamp_ns: int = 0  # the exact header stamp, echoed on every output
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Outcome:
     yaw_rad: float = math.nan
     covariance: NDArray[np.float64] | None = None  # (3, 3) east, north, yaw
     satellite: NDArray[np.uint8] | None = None  # heading-aligned patch around the prior
+    stamp_ns: int = 0
 
     @property
     def has_pose(self) -> bool:
@@ -103,6 +105,10 @@ class Localizer:
         self.last_stamp_s = None
 
     def process(self, frame: Frame) -> Outcome:
+        outcome = self._process(frame)
+        return replace(outcome, stamp_ns=frame.stamp_ns or int(round(frame.stamp_s * 1e9)))
+
+    def _process(self, frame: Frame) -> Outcome:
         cfg = self.config
         stamp = frame.stamp_s
         if self.last_stamp_s is not None and stamp < self.last_stamp_s - cfg.clock_jump_back_s:

@@ -67,3 +67,52 @@ def plot_overlay(satellite: np.ndarray, metres_per_px: float, truth_fl: tuple[fl
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def plot_error_over_time(series: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> Path:
+    """Position error (m) against time for several tracks; ``series[name] = (stamps_ns, errors)``."""
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    t0 = min(int(s[0][0]) for s in series.values() if len(s[0]))
+    for name, (stamps, errors) in series.items():
+        ax.plot((np.asarray(stamps) - t0) * 1e-9, errors, ".-" if len(errors) < 400 else "-", ms=3, label=name)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("position error (m)")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_trajectory(tiles_path: str | Path, datum, truth_en: np.ndarray, gnss_en: np.ndarray, node_en: np.ndarray,
+                    path: str | Path) -> Path:
+    """Truth, GNSS and node positions over a north-up satellite crop of the area they cover."""
+    from .tile_sources import TileError, open_tile_source
+    from .tiles import TileCache
+
+    centre = np.nanmean(truth_en, axis=0)
+    half = float(np.nanmax(np.abs(truth_en - centre))) + 30.0
+    size = 900
+    mpp = 2 * half / size
+    lat, lon, _ = datum.to_geodetic(np.array([centre[0], centre[1], 0.0]))
+    fig, ax = plt.subplots(figsize=(8, 8))
+    try:
+        patch = TileCache(open_tile_source(tiles_path)).crop(float(lat), float(lon), None, size, mpp)
+        ax.imshow(patch.image, extent=(centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half))
+    except TileError:
+        ax.set_facecolor("0.9")  # outside the cache: draw the tracks alone
+    ax.plot(truth_en[:, 0], truth_en[:, 1], "g-", lw=2, label="ground truth")
+    ax.plot(gnss_en[:, 0], gnss_en[:, 1], "y.", ms=3, label="GNSS")
+    ax.plot(node_en[:, 0], node_en[:, 1], "r.", ms=3, label="g2s node")
+    ax.set_xlabel("east (m)")
+    ax.set_ylabel("north (m)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("trajectory over the satellite tiles (synthetic)")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -61,8 +61,14 @@ class Registrar:
         self.config = config
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    def estimate(self, batch: dict[str, Tensor]) -> PoseEstimate:
+    temperature: float = 0.05
+
+    def score_volume(self, batch: dict[str, Tensor]) -> ScoreVolume:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def estimate(self, batch: dict[str, Tensor]) -> PoseEstimate:
+        return pose_from_scores(self.score_volume(batch), self.temperature)
 
     def localize(self, image: NDArray[np.uint8], camera: PinholeCamera, tiles: TileCache, prior_lat: float,
                  prior_lon: float, prior_yaw: float, camera_height_m: float = 1.65, pitch: float = 0.0,
@@ -92,9 +98,11 @@ class Registrar:
 class LearnedRegistrar(Registrar):
     name = "g2s-net"
 
-    def __init__(self, net: G2SRegistrationNet, device: str | torch.device | None = None) -> None:
+    def __init__(self, net: G2SRegistrationNet, device: str | torch.device | None = None,
+                 temperature: float | None = None) -> None:
         super().__init__(net.config, device)
         self.net = net.to(self.device).eval()
+        self.temperature = float(net.temperature) if temperature is None else temperature
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_WEIGHTS, device: str | torch.device | None = None
@@ -110,14 +118,14 @@ class LearnedRegistrar(Registrar):
             raise CheckpointError(f"{path}: model configuration does not fit this version: {exc}") from exc
         net = G2SRegistrationNet(config)
         load_model_weights(net, tensors, str(path))
-        return cls(net, device)
+        calibrated = meta.get("extra", {}).get("calibrated_temperature")
+        return cls(net, device, float(calibrated) if calibrated else None)
 
     @torch.no_grad()
-    def estimate(self, batch: dict[str, Tensor]) -> PoseEstimate:
+    def score_volume(self, batch: dict[str, Tensor]) -> ScoreVolume:
         d = self.device
-        volume = self.net(batch["image"].to(d), batch["K"].to(d), batch["camera_height"].to(d),
-                          batch["pitch"].to(d), batch["roll"].to(d), batch["satellite"].to(d))
-        return self.net.estimate(volume)
+        return self.net(batch["image"].to(d), batch["K"].to(d), batch["camera_height"].to(d),
+                        batch["pitch"].to(d), batch["roll"].to(d), batch["satellite"].to(d))
 
 
 def _grey(image: Tensor) -> Tensor:
@@ -136,17 +144,21 @@ def edge_features(grey: Tensor, window: int = 15) -> Tensor:
 
 
 class BaselineRegistrar(Registrar):
-    """Training-free: bird's-eye projection of the image, edge features, correlation over x, y, yaw."""
+    """Training-free: bird's-eye projection of the image, edge features, correlation over x, y, yaw.
+
+    The default temperature (0.01) was fitted with :func:`~.evaluation.calibrate_temperature` on
+    synthetic same-area validation frames; it makes the 95 % ellipsoids hold about 95 % of truths.
+    """
 
     name = "edge-ncc baseline"
 
-    def __init__(self, config: ModelConfig = ModelConfig(), temperature: float = 0.03,
+    def __init__(self, config: ModelConfig = ModelConfig(), temperature: float = 0.01,
                  device: str | torch.device | None = None) -> None:
         super().__init__(config, device)
         self.temperature = temperature
 
     @torch.no_grad()
-    def estimate(self, batch: dict[str, Tensor]) -> PoseEstimate:
+    def score_volume(self, batch: dict[str, Tensor]) -> ScoreVolume:
         cfg, d = self.config, self.device
         image = batch["image"].to(d)
         h, w = image.shape[-2:]
@@ -159,7 +171,7 @@ class BaselineRegistrar(Registrar):
         yaws = yaw_candidates(cfg.yaw_range_deg, cfg.yaw_step_deg, d)
         rotated, rotated_mask = rotate_bev(bev, mask, yaws)
         scores = correlate(rotated, rotated_mask, satellite, cfg.search_cells) / 2.0  # 2 channels ~ unit scale
-        return pose_from_scores(ScoreVolume(scores, yaws, cfg.bev_metres_per_px), self.temperature)
+        return ScoreVolume(scores, yaws, cfg.bev_metres_per_px)
 
 
 class PriorRegistrar(Registrar):

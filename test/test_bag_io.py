@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CameraInfo, Image, Imu, NavSatFix
@@ -16,7 +17,8 @@ from g2s_localization.geodesy import EnuFrame
 from g2s_localization.kitti_raw import KittiRawDrive
 
 ROS_TYPES = {TOPICS["image"]: Image, TOPICS["camera_info"]: CameraInfo, TOPICS["fix"]: NavSatFix,
-             TOPICS["imu"]: Imu, TOPICS["gt_pose"]: PoseStamped, TOPICS["gt_fix"]: NavSatFix}
+             TOPICS["imu"]: Imu, TOPICS["gt_pose"]: PoseStamped, TOPICS["gt_fix"]: NavSatFix,
+             TOPICS["odom"]: Odometry}
 
 
 def drive_dir(root: Path) -> Path:
@@ -68,6 +70,11 @@ def test_bag_round_trip(small_dataset: Path, tmp_path: Path, storage: str) -> No
     e, n, _ = EnuFrame(*datum).to_enu(truth.lat, truth.lon, truth.alt)
     assert (pose.pose.position.x, pose.pose.position.y) == (pytest.approx(e, abs=1e-6), pytest.approx(n, abs=1e-6))
     assert pose.header.frame_id == "map"
+
+    odom = messages[TOPICS["odom"]][9][1]
+    assert (odom.header.frame_id, odom.child_frame_id) == ("odom", "base_link")
+    assert odom.twist.twist.linear.x == pytest.approx(drive.oxts(9).vf)
+    assert 0.5 < odom.pose.pose.position.x < 20.0  # about 0.9 s of driving, integrated
 
 
 def test_outage_becomes_no_fix(small_dataset: Path, tmp_path: Path) -> None:

@@ -1,0 +1,207 @@
+"""``g2s evaluate BAG``: the node as a separate process, the bag replayed over DDS, the node's output
+recorded and scored against the bag's ground truth, plus the reference EKF (odometry + node
+poses vs odometry + GNSS). Writes a markdown report with plots.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.serialization import deserialize_message
+from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import Imu, NavSatFix
+
+from g2s_localization_msgs.msg import RegistrationStatus
+
+from .bag_io import TOPICS, read_bag_datum
+from .ekf import run_filter
+from .geodesy import EnuFrame, quaternion_xyzw_to_yaw
+from .metrics import format_table, frame_errors, summarize
+
+
+@dataclass
+class BagTruth:
+    stamps_ns: np.ndarray  # (N,) image stamps
+    truth: np.ndarray  # (N, 3) east, north, yaw of base_link in map
+    gnss: np.ndarray  # (N, 2) east, north; NaN without fix
+    gnss_sigma: np.ndarray  # (N,)
+    imu_yaw: np.ndarray  # (N,)
+    speed: np.ndarray  # (N,) wheel odometry
+    yaw_rate: np.ndarray  # (N,)
+
+
+def _nearest(stamps: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    index = np.clip(np.searchsorted(stamps, query), 1, len(stamps) - 1)
+    left_closer = np.abs(stamps[index - 1] - query) <= np.abs(stamps[index] - query)
+    return values[np.where(left_closer, index - 1, index)]
+
+
+def read_truth(bag: str | Path, datum: EnuFrame) -> BagTruth:
+    gt, fixes, imus, odoms = [], [], [], []
+    with Reader(bag) as reader:
+        for conn, stamp, raw in reader.messages():
+            if conn.topic == TOPICS["gt_pose"]:
+                m = deserialize_message(raw, PoseStamped)
+                q = m.pose.orientation
+                gt.append((stamp, m.pose.position.x, m.pose.position.y, quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w))))
+            elif conn.topic == TOPICS["fix"]:
+                m = deserialize_message(raw, NavSatFix)
+                ok = m.status.status >= 0 and math.isfinite(m.latitude)
+                e, n, _ = datum.to_enu(m.latitude, m.longitude) if ok else (math.nan, math.nan, 0.0)
+                fixes.append((stamp, e, n, math.sqrt(m.position_covariance[0]) if ok else math.nan))
+            elif conn.topic == TOPICS["imu"]:
+                m = deserialize_message(raw, Imu)
+                q = m.orientation
+                imus.append((stamp, quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w))))
+            elif conn.topic == TOPICS["odom"]:
+                m = deserialize_message(raw, Odometry)
+                odoms.append((stamp, m.twist.twist.linear.x, m.twist.twist.angular.z))
+    for name, found in (("ground truth pose", gt), ("GNSS", fixes), ("IMU", imus), ("odometry", odoms)):
+        if not found:
+            raise ValueError(f"{bag} has no {name} messages; write it with g2s kitti-to-bag")
+    gt_a, fix_a, imu_a, odom_a = (np.array(x, dtype=np.float64) for x in (gt, fixes, imus, odoms))
+    stamps = gt_a[:, 0].astype(np.int64)
+    return BagTruth(stamps, gt_a[:, 1:4], _nearest(fix_a[:, 0], fix_a[:, 1:3], stamps),
+                    _nearest(fix_a[:, 0], fix_a[:, 3], stamps), _nearest(imu_a[:, 0], imu_a[:, 1], stamps),
+                    _nearest(odom_a[:, 0], odom_a[:, 1], stamps), _nearest(odom_a[:, 0], odom_a[:, 2], stamps))
+
+
+class Recorder(Node):
+    def __init__(self, context: rclpy.Context, node_name: str = "g2s_localization") -> None:
+        super().__init__("g2s_evaluation_recorder", context=context)
+        self.poses: dict[int, PoseWithCovarianceStamped] = {}
+        self.states: dict[int, RegistrationStatus] = {}
+        ns = lambda m: m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec  # noqa: E731
+        self.create_subscription(PoseWithCovarianceStamped, f"/{node_name}/pose",
+                                 lambda m: self.poses.__setitem__(ns(m), m), 100)
+        self.create_subscription(RegistrationStatus, f"/{node_name}/status",
+                                 lambda m: self.states.__setitem__(ns(m), m), 100)
+
+
+def run_node_on_bag(bag: Path, tiles: Path, weights: str, rate: float, datum: tuple[float, float, float],
+                    log_path: Path) -> Recorder:
+    """Node process + replay process; returns the recorder with everything the node published."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    recorder = Recorder(context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(recorder)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    node_cmd = [sys.executable, "-m", "g2s_localization.node", "--ros-args", "-p", f"tiles_path:={tiles}",
+                "-p", f"weights:={weights}", "-p", f"datum_lat_deg:={datum[0]}", "-p", f"datum_lon_deg:={datum[1]}",
+                "-p", "use_sim_time:=true"]
+    with log_path.open("w") as log:
+        node = subprocess.Popen(node_cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while recorder.count_publishers("/g2s_localization/status") == 0:
+                if node.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"g2s_node did not start; see {log_path}")
+                time.sleep(0.1)
+            time.sleep(1.0)
+            subprocess.run([sys.executable, "-m", "g2s_localization.cli", "replay", str(bag), "--rate", str(rate)],
+                           check=True, stdout=log, stderr=subprocess.STDOUT)
+            time.sleep(2.0)  # the last frames are still being registered
+        finally:
+            if node.poll() is None:
+                node.send_signal(2)
+                try:
+                    node.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    node.kill()
+    executor.shutdown()
+    recorder.destroy_node()
+    rclpy.shutdown(context=context)
+    return recorder
+
+
+def evaluate_bag(bag: str | Path, tiles: str | Path, out_dir: str | Path, weights: str = "", rate: float = 1.0
+                 ) -> Path:
+    bag, tiles, out = Path(bag), Path(tiles), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    datum_tuple = read_bag_datum(bag)
+    if datum_tuple is None:
+        raise ValueError(f"{bag} carries no map datum (write it with g2s kitti-to-bag)")
+    datum = EnuFrame(*datum_tuple)
+    truth = read_truth(bag, datum)
+    recorder = run_node_on_bag(bag, tiles, weights, rate, datum_tuple, out / "node.log")
+    n = len(truth.stamps_ns)
+    node_est = np.full((n, 3), np.nan)
+    node_cov = np.tile(np.eye(3), (n, 1, 1))
+    for k, stamp in enumerate(truth.stamps_ns):
+        pose = recorder.poses.get(int(stamp))
+        if pose is None:
+            continue
+        q = pose.pose.pose.orientation
+        node_est[k] = (pose.pose.pose.position.x, pose.pose.pose.position.y,
+                       quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w)))
+        c6 = np.array(pose.pose.covariance).reshape(6, 6)
+        node_cov[k] = c6[np.ix_([0, 1, 5], [0, 1, 5])]
+    have = np.isfinite(node_est[:, 0])
+    states = {}
+    for status in recorder.states.values():
+        states[status.state] = states.get(status.state, 0) + 1
+
+    rows, series, cdfs = {}, {}, {}
+    if have.any():
+        errs = frame_errors(truth.truth[have, :2], truth.truth[have, 2], node_est[have, :2], node_est[have, 2],
+                            node_cov[have])
+        rows["g2s node"] = summarize(errs)
+        series["g2s node"] = (truth.stamps_ns[have], errs.position_m)
+        cdfs["g2s node"] = errs
+    gnss_ok = np.isfinite(truth.gnss[:, 0])
+    gnss_cov = np.array([np.diag([s * s, s * s, math.radians(2.0) ** 2]) for s in truth.gnss_sigma[gnss_ok]])
+    g_errs = frame_errors(truth.truth[gnss_ok, :2], truth.truth[gnss_ok, 2], truth.gnss[gnss_ok], truth.imu_yaw[gnss_ok],
+                          gnss_cov)
+    rows["GNSS + compass"] = summarize(g_errs)
+    series["GNSS + compass"] = (truth.stamps_ns[gnss_ok], g_errs.position_m)
+    cdfs["GNSS + compass"] = g_errs
+
+    times = (truth.stamps_ns - truth.stamps_ns[0]) * 1e-9
+    first = int(np.argmax(gnss_ok))
+    init = np.array([truth.gnss[first, 0], truth.gnss[first, 1], truth.imu_yaw[first]])
+    init_cov = np.diag([100.0, 100.0, math.radians(5.0) ** 2])
+    fused_meas = {k: (node_est[k], node_cov[k]) for k in np.nonzero(have)[0]}
+    gnss_meas = {k: (truth.gnss[k], np.eye(2) * truth.gnss_sigma[k] ** 2) for k in np.nonzero(gnss_ok)[0]}
+    ekf_rows = {}
+    for name, meas in (("EKF odometry + g2s", fused_meas), ("EKF odometry + GNSS", gnss_meas)):
+        track, ekf = run_filter(times, truth.speed, truth.yaw_rate, init, init_cov, meas)
+        err = np.hypot(*(track[:, :2] - truth.truth[:, :2]).T)
+        settled = err[n // 5:]  # after the filter has converged from the GNSS start
+        ekf_rows[name] = {"rms_m": float(np.sqrt(np.mean(settled**2))), "p95_m": float(np.percentile(settled, 95)),
+                          "max_m": float(settled.max()), "accepted": ekf.accepted, "gated_out": ekf.rejected}
+        series[name] = (truth.stamps_ns, err)
+
+    from .plots import plot_error_over_time, plot_error_cdfs, plot_trajectory
+
+    cdf = plot_error_cdfs(cdfs, out / "error_cdf.png")
+    over_time = plot_error_over_time(series, out / "error_over_time.png")
+    trajectory = plot_trajectory(tiles, datum, truth.truth[:, :2], truth.gnss, node_est[:, :2], out / "trajectory.png")
+    ekf_table = "\n".join(["| track | RMS (m) | p95 (m) | max (m) | updates accepted | gated out |", "|---|---|---|---|---|---|"]
+                          + [f"| {k} | {v['rms_m']:.2f} | {v['p95_m']:.2f} | {v['max_m']:.2f} | {v['accepted']} | "
+                             f"{v['gated_out']} |" for k, v in ekf_rows.items()])
+    state_names = {getattr(RegistrationStatus, a): a[len("STATE_"):] for a in dir(RegistrationStatus)
+                   if a.startswith("STATE_")}
+    state_line = ", ".join(f"{state_names.get(s, s)}: {c}" for s, c in sorted(states.items()))
+    text = (f"# Replay evaluation of {bag.name} (SYNTHETIC data)\n\n"
+            f"{n} camera frames; node poses received for {int(have.sum())}; statuses: {state_line}.\n\n"
+            f"## Registration against ground truth\n\n{format_table(rows)}\n\n"
+            f"## Reference EKF (after the first 20 % of the drive)\n\n{ekf_table}\n\n"
+            f"![trajectory]({trajectory.name})\n\n![error over time]({over_time.name})\n\n![CDF]({cdf.name})\n")
+    (out / "report.md").write_text(text)
+    (out / "metrics.json").write_text(json.dumps({"registration": rows, "ekf": ekf_rows, "states": {
+        state_names.get(s, str(s)): c for s, c in states.items()}, "frames": n, "poses": int(have.sum())}, indent=2))
+    return out / "report.md"
