@@ -34,6 +34,7 @@ class ModelConfig:
     search_radius_m: float = 20.0
     yaw_range_deg: float = 10.0
     yaw_step_deg: float = 1.0
+    edge_prior: bool = True  # add fixed edge features beside the learned ones (see G2SRegistrationNet)
 
     @property
     def search_cells(self) -> int:
@@ -91,8 +92,35 @@ class BevRefiner(nn.Module):
         return (bev + self.net(torch.cat([bev, m], 1))) * m
 
 
+def grey(image: Tensor) -> Tensor:
+    """``(B, 3, H, W)`` RGB in 0..1 -> ``(B, 1, H, W)`` luma."""
+    return (0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]).unsqueeze(1)
+
+
+def edge_features(luma: Tensor, window: int = 15) -> Tensor:
+    """Blurred image gradients ``(B, 2, H, W)`` divided by their local RMS: contrast-invariant, colour-free."""
+    kernel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=luma.device,
+                          dtype=luma.dtype) / 8.0
+    blurred = F.avg_pool2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    padded = F.pad(blurred, (1, 1, 1, 1), mode="replicate")
+    grad = torch.cat([F.conv2d(padded, kernel.view(1, 1, 3, 3)), F.conv2d(padded, kernel.t().reshape(1, 1, 3, 3))], 1)
+    energy = F.avg_pool2d((grad**2).sum(1, keepdim=True), window, 1, window // 2, count_include_pad=False)
+    return grad / (energy.sqrt() + 1e-3)
+
+
+def erode(mask: Tensor, cells: int = 2) -> Tensor:
+    """Shrink a ``(B, S, S)`` validity mask: gradients at the wedge border are not scene edges."""
+    return F.max_pool2d((~mask).float().unsqueeze(1), 2 * cells + 1, 1, cells).squeeze(1) < 0.5
+
+
 class G2SRegistrationNet(nn.Module):
-    """Two-branch network plus the shared correlation head; forward returns the score volume."""
+    """Two-branch network plus the shared correlation head; forward returns the score volume.
+
+    With ``edge_prior`` every BEV / satellite cell carries two fixed, training-free edge channels
+    beside the learned ones, and the learned channels are scaled by a learned gain. Training then
+    starts from the working geometric baseline and can only add what the data supports, which
+    matters when weak labels and a CPU budget allow a short training run.
+    """
 
     def __init__(self, config: ModelConfig = ModelConfig()) -> None:
         super().__init__()
@@ -100,7 +128,8 @@ class G2SRegistrationNet(nn.Module):
         self.ground_encoder = Encoder(config.feature_dim, config.width)
         self.satellite_encoder = Encoder(config.feature_dim, config.width)
         self.bev_refiner = BevRefiner(config.feature_dim)
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(0.05)))
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(0.01 if config.edge_prior else 0.05)))
+        self.learned_gain = nn.Parameter(torch.tensor(0.3 if config.edge_prior else 1.0))
 
     @property
     def temperature(self) -> Tensor:
@@ -112,6 +141,7 @@ class G2SRegistrationNet(nn.Module):
         features ``(B, C, S, S)`` (camera ground point at the centre, forward up) and mask ``(B, S, S)``."""
         cfg = self.config
         h, w = image.shape[-2:]
+        image_full = image
         image = F.interpolate(image, (cfg.ground_height, cfg.ground_width), mode="bilinear", align_corners=False)
         features = self.ground_encoder(image)
         fh, fw = features.shape[-2:]
@@ -122,12 +152,21 @@ class G2SRegistrationNet(nn.Module):
         K_feat[:, 1, 2] = (K[:, 1, 2] + 0.5) * fh / h - 0.5
         R = rotation_ground_from_camera(pitch, roll)
         grid, valid = bev_sampling_grid(K_feat, R, camera_height, (fw, fh), cfg.bev_size, cfg.bev_metres_per_px)
-        bev = project_image_to_bev(features, grid, valid)
-        return F.normalize(self.bev_refiner(bev, valid), dim=1), valid
+        bev = F.normalize(self.bev_refiner(project_image_to_bev(features, grid, valid), valid), dim=1)
+        if not cfg.edge_prior:
+            return bev, valid
+        grid_full, valid_full = bev_sampling_grid(K, R, camera_height, (w, h), cfg.bev_size, cfg.bev_metres_per_px)
+        edges = edge_features(project_image_to_bev(grey(image_full), grid_full, valid_full))
+        mask = erode(valid & valid_full)
+        return torch.cat([edges / math.sqrt(2.0), self.learned_gain * bev], 1) * mask.unsqueeze(1), mask
 
     def satellite_features(self, satellite: Tensor) -> Tensor:
         """Heading-aligned patch ``(B, 3, 2L, 2L)`` at half the BEV cell size -> ``(B, C, L, L)``."""
-        return F.normalize(self.satellite_encoder(satellite), dim=1)
+        learned = F.normalize(self.satellite_encoder(satellite), dim=1)
+        if not self.config.edge_prior:
+            return learned
+        edges = edge_features(F.avg_pool2d(grey(satellite), 2))
+        return torch.cat([edges / math.sqrt(2.0), self.learned_gain * learned], 1)
 
     def score_volume(self, bev: Tensor, mask: Tensor, satellite_features: Tensor) -> ScoreVolume:
         cfg = self.config

@@ -22,7 +22,7 @@ from .checkpoints import CheckpointError, load_model_weights, read_checkpoint
 from .config import from_dict
 from .correlation import PoseEstimate, ScoreVolume, correlate, pose_from_scores, rotate_bev, yaw_candidates
 from .geodesy import EnuFrame, wrap_angle
-from .model import G2SRegistrationNet, ModelConfig
+from .model import G2SRegistrationNet, ModelConfig, edge_features, erode, grey
 from .tiles import TileCache
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "g2s_synthetic.safetensors"
@@ -102,7 +102,7 @@ class LearnedRegistrar(Registrar):
                  temperature: float | None = None) -> None:
         super().__init__(net.config, device)
         self.net = net.to(self.device).eval()
-        self.temperature = float(net.temperature) if temperature is None else temperature
+        self.temperature = float(net.temperature.detach()) if temperature is None else temperature
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_WEIGHTS, device: str | torch.device | None = None
@@ -128,21 +128,6 @@ class LearnedRegistrar(Registrar):
                         batch["pitch"].to(d), batch["roll"].to(d), batch["satellite"].to(d))
 
 
-def _grey(image: Tensor) -> Tensor:
-    return (0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]).unsqueeze(1)
-
-
-def edge_features(grey: Tensor, window: int = 15) -> Tensor:
-    """Blurred image gradients divided by their local RMS: contrast-invariant, colour-free."""
-    kernel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=grey.device) / 8.0
-    blurred = F.avg_pool2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), 3, 1)
-    gx = F.conv2d(F.pad(blurred, (1, 1, 1, 1), mode="replicate"), kernel.view(1, 1, 3, 3))
-    gy = F.conv2d(F.pad(blurred, (1, 1, 1, 1), mode="replicate"), kernel.t().reshape(1, 1, 3, 3))
-    grad = torch.cat([gx, gy], 1)
-    energy = F.avg_pool2d((grad**2).sum(1, keepdim=True), window, 1, window // 2, count_include_pad=False)
-    return grad / (energy.sqrt() + 1e-3)
-
-
 class BaselineRegistrar(Registrar):
     """Training-free: bird's-eye projection of the image, edge features, correlation over x, y, yaw.
 
@@ -165,9 +150,9 @@ class BaselineRegistrar(Registrar):
         R = rotation_ground_from_camera(batch["pitch"].to(d), batch["roll"].to(d))
         grid, valid = bev_sampling_grid(batch["K"].to(d), R, batch["camera_height"].to(d), (w, h), cfg.bev_size,
                                         cfg.bev_metres_per_px)
-        bev = edge_features(project_image_to_bev(_grey(image), grid, valid))
-        mask = F.max_pool2d((~valid).float().unsqueeze(1), 5, 1, 2).squeeze(1) < 0.5  # drop the wedge border
-        satellite = edge_features(F.avg_pool2d(_grey(batch["satellite"].to(d)), 2))
+        bev = edge_features(project_image_to_bev(grey(image), grid, valid))
+        mask = erode(valid)
+        satellite = edge_features(F.avg_pool2d(grey(batch["satellite"].to(d)), 2))
         yaws = yaw_candidates(cfg.yaw_range_deg, cfg.yaw_step_deg, d)
         rotated, rotated_mask = rotate_bev(bev, mask, yaws)
         scores = correlate(rotated, rotated_mask, satellite, cfg.search_cells) / 2.0  # 2 channels ~ unit scale
