@@ -97,10 +97,6 @@ def kitti_to_bag(drive_dir: str | Path, bag_path: str | Path, storage: str = "mc
 
         for i, frame in enumerate(tqdm(drive.frames, desc="bag", disable=not progress, unit="frame")):
             t_img, t_oxts = image_stamps[i], oxts_stamps[i]
-            rgb = drive.image(frame)
-            put("image", t_img, T["sensor_msgs/msg/Image"](
-                header=header(t_img, FRAMES["camera"]), height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
-                is_bigendian=0, step=rgb.shape[1] * 3, data=np.ascontiguousarray(rgb).reshape(-1)))
             put("camera_info", t_img, T["sensor_msgs/msg/CameraInfo"](
                 header=header(t_img, FRAMES["camera"]), height=camera.height, width=camera.width,
                 distortion_model="plumb_bob", d=np.zeros(5), k=k_matrix, r=np.eye(3).reshape(-1), p=p_matrix,
@@ -118,6 +114,10 @@ def kitti_to_bag(drive_dir: str | Path, bag_path: str | Path, storage: str = "mc
                 angular_velocity_covariance=np.diag([4e-6] * 3).reshape(-1),
                 linear_acceleration=vec(x=o.af, y=o.al, z=o.au),
                 linear_acceleration_covariance=np.diag([2.5e-3] * 3).reshape(-1)))
+            rgb = drive.image(frame)  # after its camera info, fix and IMU: consumers pair on arrival
+            put("image", t_img, T["sensor_msgs/msg/Image"](
+                header=header(t_img, FRAMES["camera"]), height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
+                is_bigendian=0, step=rgb.shape[1] * 3, data=np.ascontiguousarray(rgb).reshape(-1)))
             gt = truth[i]
             e, n, u = enu.to_enu(gt.lat, gt.lon, gt.alt)
             gq = Rotation.from_euler("ZYX", [gt.yaw, gt.pitch, gt.roll]).as_quat()

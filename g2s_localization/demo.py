@@ -1,9 +1,10 @@
 """The demo behind ``make demo``: everything on embedded defaults, nothing downloaded.
 
 Builds the default SYNTHETIC world and a short drive (KITTI raw layout), writes the rosbag2,
-then checks the geometry chain end to end: camera image -> bird's-eye projection (camera.py)
-against the heading-aligned satellite patch from the tile cache (tiles.py) at the true pose
-and at the GNSS fix. Outputs are reused when already present.
+checks the geometry chain (camera image -> bird's-eye projection against the heading-aligned
+satellite patch at the true pose), then replays the bag over DDS through ``g2s_node`` running as
+its own process and scores what it publishes (:mod:`.replay_eval`), reference EKF included.
+Outputs are reused when already present.
 """
 from __future__ import annotations
 
@@ -63,24 +64,24 @@ def run_demo(out: Path, duration_s: float = 10.0) -> None:
     world_dir, dataset, bag = out / "world", out / "dataset", out / "bags" / "drive_0001"
     print("g2s_localization demo - all data below is SYNTHETIC (procedural town, not KITTI)")
     if not (world_dir / "world.yaml").is_file():
-        print(f"[1/4] generating the default world -> {world_dir}")
+        print(f"[1/5] generating the default world -> {world_dir}")
         make_world(world_dir)
     else:
-        print(f"[1/4] world present: {world_dir}")
+        print(f"[1/5] world present: {world_dir}")
     drive_dir = dataset / "raw_data" / "2026_01_01" / "2026_01_01_drive_0001_sync"
     if not (drive_dir / "ground_truth" / "poses.csv").is_file():
-        print(f"[2/4] rendering a {duration_s:.0f} s drive at 10 Hz -> {drive_dir}")
+        print(f"[2/5] rendering a {duration_s:.0f} s drive at 10 Hz -> {drive_dir}")
         make_drive(dataset, world_dir, DriveConfig(seed=0, duration_s=duration_s), split="demo")
     else:
-        print(f"[2/4] drive present: {drive_dir}")
+        print(f"[2/5] drive present: {drive_dir}")
     if not (bag / "metadata.yaml").is_file():
-        print(f"[3/4] writing rosbag2 (mcap) -> {bag}")
+        print(f"[3/5] writing rosbag2 (mcap) -> {bag}")
         bag.parent.mkdir(parents=True, exist_ok=True)
         kitti_to_bag(drive_dir, bag)
     else:
-        print(f"[3/4] bag present: {bag}")
+        print(f"[3/5] bag present: {bag}")
 
-    print("[4/4] geometry check: camera BEV vs satellite patch from the tile cache")
+    print("[4/5] geometry check: camera BEV vs satellite patch from the tile cache")
     drive, rig = KittiRawDrive(drive_dir), CameraRig()
     cache = TileCache(open_tile_source(world_dir / "area.mbtiles"))
     truth = drive.ground_truth()
@@ -106,7 +107,12 @@ def run_demo(out: Path, duration_s: float = 10.0) -> None:
     print(f"  best edge-match offset at the TRUE pose: median {med(offsets_true):.2f} m (0 = geometry consistent)")
     print(f"  best edge-match offset at the GNSS fix:  median {med(offsets_gnss):.2f} m (search window "
           f"+-{SEARCH_PX * BEV_MPP:.0f} m)")
-    print("  learned registration and the ROS node are not part of this demo yet.")
+    print("[5/5] replaying the bag through g2s_node over DDS (shipped weights) and scoring it")
+    from .replay_eval import evaluate_bag
+
+    report = evaluate_bag(bag, world_dir / "area.mbtiles", out / "evaluation", rate=0.5)
+    print(report.read_text())
+    print(f"report and plots: {report.parent}")
 
 
 def _metres_between(lat0: float, lon0: float, lat1: float, lon1: float) -> tuple[float, float]:

@@ -45,7 +45,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "datum_lat_deg": (float("nan"), "WGS84 latitude of the map origin; NaN = first valid GNSS fix"),
     "datum_lon_deg": (float("nan"), "WGS84 longitude of the map origin; NaN = first valid GNSS fix"),
     "camera_height_m": (1.65, "camera optical centre above the road, metres"),
-    "min_confidence": (0.2, "registrations below this confidence publish no pose"),
+    "min_confidence": (0.05, "registrations below this confidence publish no pose"),
     "covariance_inflation": (1.0, "factor applied to the registration covariance"),
     "sync_slop_s": (0.06, "max time difference when pairing image with GNSS and IMU, seconds"),
     "max_gnss_age_s": (0.5, "GNSS older than this relative to the image counts as missing"),

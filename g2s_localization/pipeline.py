@@ -84,7 +84,7 @@ class Outcome:
 @dataclass(frozen=True)
 class PipelineConfig:
     camera_height_m: float = 1.65
-    min_confidence: float = 0.2
+    min_confidence: float = 0.05
     max_gnss_age_s: float = 0.5
     max_imu_age_s: float = 0.5
     clock_jump_back_s: float = 0.5

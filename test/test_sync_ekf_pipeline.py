@@ -1,0 +1,130 @@
+"""Plain-Python pieces under the node: time pairing, the reference EKF, the per-frame pipeline."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from g2s_localization.ekf import PlanarEkf, run_filter
+from g2s_localization.sync import NearestBuffer
+
+
+class TestNearestBuffer:
+    def test_nearest_within_slop(self) -> None:
+        buffer: NearestBuffer[str] = NearestBuffer()
+        for t in (0.0, 0.1, 0.2, 0.3):
+            buffer.add(t, f"m{t}")
+        assert buffer.nearest(0.17, 0.05) == (0.2, "m0.2")
+        assert buffer.nearest(0.5, 0.05) is None
+        buffer.add(0.25, "late")  # out of order but recent: inserted in place
+        assert buffer.nearest(0.26, 0.02) == (0.25, "late")
+
+    def test_horizon_and_clock_jump(self) -> None:
+        buffer: NearestBuffer[int] = NearestBuffer(horizon_s=1.0)
+        for k in range(30):
+            buffer.add(k * 0.1, k)
+        assert len(buffer) <= 11
+        buffer.add(0.0, -1)  # the clock went back 2.9 s: old timeline dropped
+        assert len(buffer) == 1 and buffer.nearest(2.8, 0.2) is None
+
+
+class TestPlanarEkf:
+    def test_straight_line_prediction(self) -> None:
+        ekf = PlanarEkf(np.zeros(3), np.eye(3) * 1e-6)
+        for _ in range(10):
+            ekf.predict(2.0, 0.0, 0.1)
+        np.testing.assert_allclose(ekf.x, [2.0, 0.0, 0.0], atol=1e-12)
+        assert ekf.P[1, 1] > ekf.P[0, 0] * 0  # uncertainty grew
+        ekf2 = PlanarEkf(np.array([0.0, 0.0, math.pi / 2]), np.eye(3) * 1e-6)
+        ekf2.predict(1.0, 0.0, 1.0)
+        np.testing.assert_allclose(ekf2.x[:2], [0.0, 1.0], atol=1e-12)
+
+    def test_update_and_gate(self) -> None:
+        ekf = PlanarEkf(np.zeros(3), np.diag([4.0, 4.0, 0.01]))
+        assert ekf.update(np.array([1.0, 0.0, 0.0]), np.diag([4.0, 4.0, 0.01]))
+        assert ekf.x[0] == pytest.approx(0.5)  # equal weights: halfway
+        assert not ekf.update(np.array([100.0, 0.0, 0.0]), np.diag([1.0, 1.0, 0.01]))  # outlier gated
+        assert ekf.accepted == 1 and ekf.rejected == 1
+
+    def test_fusion_bounds_odometry_drift(self) -> None:
+        rng = np.random.default_rng(0)
+        n = 300
+        times = np.arange(n) * 0.1
+        truth_yaw = np.zeros(n)
+        truth_xy = np.stack([times * 10.0, np.zeros(n)], -1)
+        yaw_rate = np.full(n, 0.01)  # a gyro bias: dead reckoning bends away
+        meas = {k: (np.array([*truth_xy[k] + rng.normal(0, 0.3, 2), truth_yaw[k]]), np.diag([0.09, 0.09, 1e-4]))
+                for k in range(0, n, 5)}
+        fused, _ = run_filter(times, np.full(n, 10.0), yaw_rate, np.zeros(3), np.eye(3) * 0.1, meas)
+        dead, _ = run_filter(times, np.full(n, 10.0), yaw_rate, np.zeros(3), np.eye(3) * 0.1, {})
+        assert np.abs(dead[-1, 1] - truth_xy[-1, 1]) > 10.0
+        assert np.hypot(*(fused[-1, :2] - truth_xy[-1])) < 1.0
+
+
+class TestPipeline:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def setup(cls, small_world_dir: Path):
+        from g2s_localization.camera_render import KITTI_CAMERA, CameraRenderer
+        from g2s_localization.pipeline import Localizer
+        from g2s_localization.registration import BaselineRegistrar
+        from g2s_localization.synthetic import load_world
+        from g2s_localization.tile_sources import open_tile_source
+        from g2s_localization.tiles import TileCache
+
+        world = load_world(small_world_dir)
+        a, b = world.edges[1]
+        pa, pb = world.nodes[a], world.nodes[b]
+        d = (pb - pa) / np.linalg.norm(pb - pa)
+        xy = pa + d * 30.0 + np.array([d[1], -d[0]]) * world.config.lane_width_m / 2
+        yaw = math.atan2(d[1], d[0])
+        image = CameraRenderer(world).render(float(xy[0]), float(xy[1]), yaw)
+        localizer = Localizer(BaselineRegistrar(device="cpu"), TileCache(open_tile_source(small_world_dir / "tiles")),
+                              world.enu_frame)
+        return localizer, world, xy, yaw, image, KITTI_CAMERA
+
+    def frame(self, setup, stamp: float, **changes):
+        from g2s_localization.pipeline import Attitude, Frame, GnssFix
+
+        localizer, world, xy, yaw, image, camera = setup
+        lat, lon, _ = world.enu_frame.to_geodetic(np.array([xy[0] + 3.0, xy[1] - 2.0, 0.0]))
+        values = dict(stamp_s=stamp, image=image, camera=camera, gnss=GnssFix(stamp, float(lat), float(lon), True),
+                      attitude=Attitude(stamp, yaw + math.radians(3.0), 0.0, 0.0))
+        values.update(changes)
+        return Frame(**values)
+
+    def test_good_frame_gives_a_pose(self, setup) -> None:
+        from g2s_localization.pipeline import State
+
+        localizer, _, xy, yaw, _, _ = setup
+        localizer.reset()
+        outcome = localizer.process(self.frame(setup, 10.0))
+        assert outcome.state == State.OK and outcome.has_pose
+        assert math.hypot(outcome.east_m - xy[0], outcome.north_m - xy[1]) < 1.0
+        assert outcome.covariance.shape == (3, 3) and outcome.stamp_ns == 10_000_000_000
+
+    def test_every_fault_has_a_state(self, setup) -> None:
+        from g2s_localization.pipeline import Attitude, GnssFix, State
+
+        localizer = setup[0]
+        localizer.reset()
+        cases = [
+            (dict(image=None, image_error="unsupported image encoding 'yuv422'"), State.BAD_INPUT),
+            (dict(image=np.zeros((10, 10, 3), np.uint8)), State.BAD_INPUT),
+            (dict(gnss=None), State.NO_GNSS),
+            (dict(gnss=GnssFix(20.0, math.nan, math.nan, True)), State.NO_GNSS),
+            (dict(gnss=GnssFix(10.0, 49.0, 8.4, True)), State.NO_GNSS),  # 10 s old
+            (dict(attitude=None), State.STALE_IMU),
+            (dict(attitude=Attitude(18.0, 0.0, 0.0, 0.0)), State.STALE_IMU),
+            (dict(attitude=Attitude(20.0, math.nan, 0.0, 0.0)), State.STALE_IMU),
+            (dict(gnss=GnssFix(20.0, 10.0, 10.0, True)), State.OUTSIDE_COVERAGE),
+        ]
+        for changes, state in cases:
+            outcome = localizer.process(self.frame(setup, 20.0, **changes))
+            assert outcome.state == state, (changes.keys(), outcome.message)
+            assert not outcome.has_pose and outcome.message
+        jump = localizer.process(self.frame(setup, 5.0))
+        assert jump.state == State.INITIALIZING and "clock jumped back" in jump.message
+        assert localizer.process(self.frame(setup, 5.1)).state == State.OK  # recovers on the next frame
