@@ -70,6 +70,19 @@ def main() -> None:
     report = write_report(runs, args.report, f"Registration benchmark, split {args.split} (synthetic)")
     print(f"report: {report}")
 
+    from g2s_localization.plots import plot_overlay
+
+    for index in (0, len(dataset) // 2, len(dataset) - 1):
+        item = dataset[index]
+        batch = {k: v.unsqueeze(0) for k, v in item.items()}
+        volume = model.score_volume(batch)
+        est = model.estimate(batch)
+        satellite = (item["satellite"].permute(1, 2, 0).numpy() * 255).astype("uint8")
+        overlay = plot_overlay(satellite, model.config.satellite_metres_per_px, tuple(item["target"][:2].tolist()),
+                               (float(est.forward_m[0]), float(est.left_m[0])), est.covariance[0].cpu().numpy(),
+                               volume.scores[0].max(0).values.cpu().numpy(), args.report / f"overlay_{index:04d}.png")
+        print(f"overlay: {overlay}")
+
     sample = dataset[0]
     rows = []
     for threads in (1, torch.get_num_threads()):

@@ -128,7 +128,13 @@ class G2SNode(Node):
         self.status_pub = self.create_publisher(RegistrationStatus, "~/status", 10)
         self.sat_pub = self.create_publisher(Image, "~/satellite_prior", 2)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.tf_pub = self.create_publisher(TFMessage, "/tf", 100)
+        try:  # a real ROS 2 install: the standard broadcaster; otherwise the same messages on /tf directly
+            from tf2_ros import TransformBroadcaster
+
+            self._broadcaster = TransformBroadcaster(self)
+        except ImportError:
+            self._broadcaster = None
+            self.tf_pub = self.create_publisher(TFMessage, "/tf", 100)
         self.create_subscription(Image, self.p("image_topic"), self._on_image, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, self.p("camera_info_topic"), self._on_info, qos_profile_sensor_data)
         self.create_subscription(NavSatFix, self.p("fix_topic"), self._on_fix, qos_profile_sensor_data)
@@ -259,7 +265,10 @@ class G2SNode(Node):
         t.transform.translation.x, t.transform.translation.y = float(x), float(y)
         q = yaw_to_quaternion_xyzw(yaw)
         t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = q
-        self.tf_pub.publish(TFMessage(transforms=[t]))
+        if self._broadcaster is not None:
+            self._broadcaster.sendTransform(t)
+        else:
+            self.tf_pub.publish(TFMessage(transforms=[t]))
 
     def _publish_diagnostics(self, outcome: Outcome) -> None:
         array = DiagnosticArray()

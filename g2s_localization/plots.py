@@ -12,6 +12,14 @@ import numpy as np  # noqa: E402
 from .metrics import FrameErrors  # noqa: E402
 
 
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def plot_error_cdfs(runs: dict[str, FrameErrors], path: str | Path) -> Path:
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     panels = (("lateral error (m)", lambda e: np.abs(e.lateral_m), 10.0),
@@ -29,11 +37,7 @@ def plot_error_cdfs(runs: dict[str, FrameErrors], path: str | Path) -> Path:
     axes[0].set_ylabel("fraction of frames")
     axes[-1].legend(loc="lower right", fontsize=8)
     fig.suptitle("registration error CDFs (synthetic data)")
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, path, 110)
 
 
 def plot_overlay(satellite: np.ndarray, metres_per_px: float, truth_fl: tuple[float, float],
@@ -62,11 +66,7 @@ def plot_overlay(satellite: np.ndarray, metres_per_px: float, truth_fl: tuple[fl
     if score_map is not None:
         axes[0, 1].imshow(score_map, cmap="magma")
         axes[0, 1].set_title("translation score map (max over yaw)")
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, path, 100)
 
 
 def plot_error_over_time(series: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> Path:
@@ -80,11 +80,7 @@ def plot_error_over_time(series: dict[str, tuple[np.ndarray, np.ndarray]], path:
     ax.set_yscale("symlog", linthresh=1.0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, path, 110)
 
 
 def plot_trajectory(tiles_path: str | Path, datum, truth_en: np.ndarray, gnss_en: np.ndarray, node_en: np.ndarray,
@@ -111,8 +107,4 @@ def plot_trajectory(tiles_path: str | Path, datum, truth_en: np.ndarray, gnss_en
     ax.set_ylabel("north (m)")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title("trajectory over the satellite tiles (synthetic)")
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, path, 100)
