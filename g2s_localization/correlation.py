@@ -100,6 +100,15 @@ def correlate_pairs(bev: Tensor, bev_mask: Tensor, satellite: Tensor, search_cel
     return _valid_shifts(corr, bev_mask, search_cells, "pairs")
 
 
+def _parabola_vertex(s_lo: Tensor, s_0: Tensor, s_hi: Tensor, index: Tensor, size: int) -> Tensor:
+    """Sub-cell peak position along one axis; the integer index at borders or without curvature."""
+    curvature = s_lo - 2 * s_0 + s_hi
+    usable = (index > 0) & (index < size - 1) & (curvature < 0)
+    safe = torch.where(usable, curvature, -torch.ones_like(curvature))
+    offset = torch.where(usable, 0.5 * (s_lo - s_hi) / safe, torch.zeros_like(s_0))
+    return index.to(s_0.dtype) + offset.clamp(-0.5, 0.5)
+
+
 def pose_from_scores(volume: ScoreVolume, temperature: Tensor | float) -> PoseEstimate:
     """Argmax with sub-cell refinement, plus covariance and confidence from the softmax."""
     scores = volume.scores
@@ -110,18 +119,18 @@ def pose_from_scores(volume: ScoreVolume, temperature: Tensor | float) -> PoseEs
     best = p.flatten(1).argmax(1)
     bk, rem = best // (d * d), best % (d * d)
     by, bx = rem // d, rem % d
-    # sub-cell refinement: probability-weighted mean in a 5x5x3 window around the peak
-    ky = torch.arange(-2, 3, device=scores.device)
-    kk = torch.arange(-1, 2, device=scores.device)
-    iy = (by[:, None] + ky).clamp(0, d - 1)
-    ix = (bx[:, None] + ky).clamp(0, d - 1)
-    ik = (bk[:, None] + kk).clamp(0, k - 1)
-    batch = torch.arange(b, device=scores.device)[:, None, None, None]
-    local = p[batch, ik[:, :, None, None], iy[:, None, :, None], ix[:, None, None, :]]  # (B, 3, 5, 5)
-    mass = local.sum((1, 2, 3)).clamp(min=1e-12)
-    dy = (local.sum((1, 3)) * cells[iy]).sum(1) / mass
-    dx = (local.sum((1, 2)) * cells[ix]).sum(1) / mass
-    yaw = (local.sum((2, 3)) * volume.yaw_offsets[ik]).sum(1) / mass
+    # sub-cell refinement: a parabola through the peak and its two neighbours along each axis
+    batch = torch.arange(b, device=scores.device)
+    peak = scores[batch, bk, by, bx]
+    fk = _parabola_vertex(scores[batch, (bk - 1).clamp(min=0), by, bx], peak,
+                          scores[batch, (bk + 1).clamp(max=k - 1), by, bx], bk, k)
+    fy = _parabola_vertex(scores[batch, bk, (by - 1).clamp(min=0), bx], peak,
+                          scores[batch, bk, (by + 1).clamp(max=d - 1), bx], by, d)
+    fx = _parabola_vertex(scores[batch, bk, by, (bx - 1).clamp(min=0)], peak,
+                          scores[batch, bk, by, (bx + 1).clamp(max=d - 1)], bx, d)
+    dy, dx = fy - centre, fx - centre
+    step = (volume.yaw_offsets[1] - volume.yaw_offsets[0]) if k > 1 else torch.zeros((), dtype=scores.dtype)
+    yaw = volume.yaw_offsets[0] + fk * step
     forward, left = -dy * volume.cell_m, -dx * volume.cell_m
     # second moment of the whole volume about the estimate: honest when peaks compete
     gy, gx = torch.meshgrid(cells, cells, indexing="ij")
