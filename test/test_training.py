@@ -68,3 +68,19 @@ def test_torchrun_single_process_cpu(small_dataset: Path, tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr[-2000:]
     _, meta = read_checkpoint(tmp_path / "ddp" / "model.safetensors")
     assert meta["step"] == 1
+
+
+def test_calibrate_exports_weights_with_temperature(small_dataset: Path, tmp_path: Path) -> None:
+    from g2s_localization.checkpoints import save_checkpoint
+    from g2s_localization.cli import main
+    from g2s_localization.model import G2SRegistrationNet
+
+    source = save_checkpoint(tmp_path / "trained.safetensors", G2SRegistrationNet(TINY), {"model": to_dict(TINY)},
+                             step=5)
+    out = tmp_path / "shipped.safetensors"
+    assert main(["calibrate", str(source), "--root", str(small_dataset), "--split", "train", "--limit", "8",
+                 "--out", str(out)]) == 0
+    _, meta = read_checkpoint(out)
+    temperature = meta["extra"]["calibrated_temperature"]
+    assert 0.0 < temperature < 1.0 and "SYNTHETIC" in meta["extra"]["note"]
+    assert LearnedRegistrar.from_checkpoint(out, device="cpu").temperature == temperature
