@@ -64,8 +64,8 @@ def main() -> None:
     dataset = KittiRegistrationDataset(args.root, args.split, model.config, prior="perturbed", seed=2024)
     print(f"{len(dataset)} frames, split '{args.split}' of {args.root} (SYNTHETIC), priors +-"
           f"{model.config.search_radius_m:g} m / +-{model.config.yaw_range_deg:g} deg")
-    runs = [evaluate(r, dataset, args.limit, progress=False)
-            for r in (model, BaselineRegistrar(model.config, device="cpu"), PriorRegistrar(model.config))]
+    registrars = [model, BaselineRegistrar(model.config, device="cpu"), PriorRegistrar(model.config)]
+    runs = [evaluate(r, dataset, args.limit, progress=False) for r in registrars]
     print(format_table({r.name: r.metrics for r in runs}))
     report = write_report(runs, args.report, f"Registration benchmark, split {args.split} (synthetic)")
     print(f"report: {report}")
@@ -87,7 +87,7 @@ def main() -> None:
     rows = []
     for threads in (1, torch.get_num_threads()):
         torch.set_num_threads(threads)
-        for registrar in runs[:2]:
+        for registrar in registrars[:2]:
             rows.append((f"cpu x{threads}", registrar.name, latency_ms(registrar, sample, args.repeats)))
     if torch.cuda.is_available():
         for registrar in (LearnedRegistrar(model.net, "cuda"), BaselineRegistrar(model.config, device="cuda")):

@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="fit the covariance temperature and export inference weights")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--root", type=Path, default=Path("data/g2s_synth"))
-    p.add_argument("--split", default="test1", help="labelled validation split (same-area)")
+    p.add_argument("--split", default="val2", help="labelled validation split (an unseen town)")
     p.add_argument("--limit", type=int, default=120)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, required=True)

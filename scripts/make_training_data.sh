@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Build the SYNTHETIC training/evaluation set used for the shipped weights and the benchmark:
-# two training towns (same-area test drives from them) and one unseen town (cross-area test).
+# two training towns (same-area test drives from them), one unseen town for cross-area
+# validation (calibration) and one more unseen town for the cross-area test.
 set -euo pipefail
 ROOT=${1:-data/g2s_synth}
 DURATION=${DURATION:-30}
 G2S=${G2S:-.venv/bin/g2s}
-for town in 10 11 20; do
+for town in 10 11 20 30; do
   [ -f "$ROOT/worlds/town$town/world.yaml" ] || $G2S make-world "$ROOT/worlds/town$town" --seed $town
 done
 for town in 10 11; do
@@ -23,4 +24,8 @@ for n in 1 2; do
     $G2S make-drive "$ROOT" --world "$ROOT/worlds/town20" --seed $((n + 10)) --duration 20 --date 2026_01_20 \
       --number $n --split test2
 done
+# unseen town 30: cross-area validation, used only to calibrate the covariance temperature
+[ -d "$ROOT/raw_data/2026_01_30/2026_01_30_drive_0001_sync" ] || \
+  $G2S make-drive "$ROOT" --world "$ROOT/worlds/town30" --seed 21 --duration 15 --date 2026_01_30 --number 1 \
+    --split val2
 echo "synthetic set ready in $ROOT"

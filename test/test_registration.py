@@ -218,3 +218,32 @@ class TestBaseline:
         with pytest.raises(ValueError, match="camera is"):
             BaselineRegistrar(device="cpu").localize(np.zeros((100, 100, 3), np.uint8), KITTI_CAMERA, tiles,
                                                      49.0114, 8.4165, 0.0)
+
+
+class TestShippedWeights:
+    def test_load_and_register_a_rendered_view(self, small_world_dir: Path) -> None:
+        """The packaged weights (trained on synthetic towns) load without pickle and localize."""
+        from g2s_localization.camera_render import KITTI_CAMERA, CameraRenderer
+        from g2s_localization.checkpoints import read_checkpoint
+        from g2s_localization.registration import DEFAULT_WEIGHTS
+        from g2s_localization.synthetic import load_world
+        from g2s_localization.tile_sources import open_tile_source
+        from g2s_localization.tiles import TileCache
+
+        _, meta = read_checkpoint(DEFAULT_WEIGHTS)
+        assert meta["config"]["supervision"] == "weak" and "SYNTHETIC" in meta["extra"]["note"]
+        registrar = LearnedRegistrar.from_checkpoint(device="cpu")
+        assert registrar.temperature == meta["extra"]["calibrated_temperature"]
+        world = load_world(small_world_dir)  # a town the weights never saw
+        a, b = world.edges[2]
+        pa, pb = world.nodes[a], world.nodes[b]
+        d = (pb - pa) / np.linalg.norm(pb - pa)
+        x, y = pa + d * 30.0 + np.array([d[1], -d[0]]) * world.config.lane_width_m / 2
+        yaw = math.atan2(d[1], d[0])
+        image = CameraRenderer(world).render(float(x), float(y), yaw)
+        lat, lon, _ = world.enu_frame.to_geodetic(np.array([x - 5.0, y + 3.0, 0.0]))
+        result = registrar.localize(image, KITTI_CAMERA, TileCache(open_tile_source(small_world_dir / "tiles")),
+                                    float(lat), float(lon), yaw - math.radians(3.0))
+        east, north, _ = world.enu_frame.to_enu(result.lat_deg, result.lon_deg)
+        assert math.hypot(east - x, north - y) < 1.0
+        assert abs(math.degrees(result.yaw_rad - yaw)) < 1.5
