@@ -77,6 +77,14 @@ class World:
         """Kerb to kerb: one lane and one parking strip each way."""
         return 2.0 * (self.config.lane_width_m + PARKING_STRIP_M)
 
+    def lane_pose(self, edge: int, distance_m: float) -> tuple[float, float, float]:
+        """``(x, y, yaw)`` of a vehicle in the right-hand lane of road ``edge``, ``distance_m`` along it."""
+        a, b = self.edges[edge]
+        pa, pb = self.nodes[a], self.nodes[b]
+        d = (pb - pa) / np.linalg.norm(pb - pa)
+        p = pa + d * distance_m + np.array([d[1], -d[0]]) * self.config.lane_width_m / 2.0
+        return float(p[0]), float(p[1]), math.atan2(float(d[1]), float(d[0]))
+
     def ground_px(self, x: NDArray, y: NDArray) -> tuple[NDArray, NDArray]:
         """ENU metres to continuous ground-raster ``(col, row)`` (pixel centres at integers)."""
         half = (self.ground_rgb.shape[0] - 1) / 2.0

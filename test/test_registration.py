@@ -189,11 +189,7 @@ class TestBaseline:
         from g2s_localization.tiles import TileCache
 
         world = load_world(small_world_dir)
-        a, b = world.edges[0]
-        pa, pb = world.nodes[a], world.nodes[b]
-        d = (pb - pa) / np.linalg.norm(pb - pa)
-        x, y = pa + d * 25.0 + np.array([d[1], -d[0]]) * world.config.lane_width_m / 2
-        yaw = math.atan2(d[1], d[0])
+        x, y, yaw = world.lane_pose(0, 25.0)
         image = CameraRenderer(world).render(float(x), float(y), yaw)
         frame = world.enu_frame
         prior_lat, prior_lon, _ = frame.to_geodetic(np.array([x + 4.0, y - 4.5, 0.0]))
@@ -235,11 +231,7 @@ class TestShippedWeights:
         registrar = LearnedRegistrar.from_checkpoint(device="cpu")
         assert registrar.temperature == meta["extra"]["calibrated_temperature"]
         world = load_world(small_world_dir)  # a town the weights never saw
-        a, b = world.edges[2]
-        pa, pb = world.nodes[a], world.nodes[b]
-        d = (pb - pa) / np.linalg.norm(pb - pa)
-        x, y = pa + d * 30.0 + np.array([d[1], -d[0]]) * world.config.lane_width_m / 2
-        yaw = math.atan2(d[1], d[0])
+        x, y, yaw = world.lane_pose(2, 30.0)
         image = CameraRenderer(world).render(float(x), float(y), yaw)
         lat, lon, _ = world.enu_frame.to_geodetic(np.array([x - 5.0, y + 3.0, 0.0]))
         result = registrar.localize(image, KITTI_CAMERA, TileCache(open_tile_source(small_world_dir / "tiles")),

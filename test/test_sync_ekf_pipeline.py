@@ -75,11 +75,8 @@ class TestPipeline:
         from g2s_localization.tiles import TileCache
 
         world = load_world(small_world_dir)
-        a, b = world.edges[1]
-        pa, pb = world.nodes[a], world.nodes[b]
-        d = (pb - pa) / np.linalg.norm(pb - pa)
-        xy = pa + d * 30.0 + np.array([d[1], -d[0]]) * world.config.lane_width_m / 2
-        yaw = math.atan2(d[1], d[0])
+        x, y, yaw = world.lane_pose(1, 30.0)
+        xy = np.array([x, y])
         image = CameraRenderer(world).render(float(xy[0]), float(xy[1]), yaw)
         localizer = Localizer(BaselineRegistrar(device="cpu"), TileCache(open_tile_source(small_world_dir / "tiles")),
                               world.enu_frame)

@@ -43,14 +43,6 @@ def magenta_centroid(image: np.ndarray) -> np.ndarray:
     return np.array([cols.mean(), rows.mean()])
 
 
-def road_pose(world) -> tuple[float, float, float]:
-    a, b = world.edges[0]
-    pa, pb = world.nodes[a], world.nodes[b]
-    d = (pb - pa) / np.linalg.norm(pb - pa)
-    p = pa + d * 20.0 + np.array([d[1], -d[0]]) * world.config.lane_width_m / 2
-    return float(p[0]), float(p[1]), math.atan2(d[1], d[0])
-
-
 class TestWorld:
     def test_deterministic_per_seed(self, world) -> None:
         again = generate_world(WorldConfig(seed=3, size_m=350.0))
@@ -90,7 +82,7 @@ class TestWorld:
 class TestRendersAgree:
     def test_camera_marker_where_geometry_says(self) -> None:
         world = generate_world(WorldConfig(**CLEAN))
-        x, y, yaw = road_pose(world)
+        x, y, yaw = world.lane_pose(0, 20.0)
         c, s = math.cos(yaw), math.sin(yaw)
         px, py = paint(world, x + 12.0 * c - 1.0 * s, y + 12.0 * s + 1.0 * c, 3)
         ahead, left = (px - x) * c + (py - y) * s, -(px - x) * s + (py - y) * c  # marker in the ground frame
