@@ -101,8 +101,9 @@ def run_node_on_bag(bag: Path, tiles: Path, weights: str, rate: float, datum: tu
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     node_cmd = [sys.executable, "-m", "g2s_localization.node", "--ros-args", "-p", f"tiles_path:={tiles}",
-                "-p", f"weights:={weights}", "-p", f"datum_lat_deg:={datum[0]}", "-p", f"datum_lon_deg:={datum[1]}",
-                "-p", "use_sim_time:=true"]
+                "-p", f"datum_lat_deg:={datum[0]}", "-p", f"datum_lon_deg:={datum[1]}", "-p", "use_sim_time:=true"]
+    if weights:  # an empty override does not parse; the node's default is the shipped weights
+        node_cmd += ["-p", f"weights:={weights}"]
     with log_path.open("w") as log:
         node = subprocess.Popen(node_cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
