@@ -88,21 +88,31 @@ class KittiRegistrationDataset(Dataset):
         used = sorted({ref.drive_index for ref in self.frames})  # drives outside the split may be incomplete
         self._truth = {i: {g.frame: g for g in self.drives[i].ground_truth()} for i in used}
         self._cameras: dict[int, PinholeCamera] = {}
-        self._caches: dict[str, TileCache] = {}
+        self._caches: dict[Path, TileCache] = {}
+        self._drive_world: dict[Path, Path | None] = {}
 
     def __len__(self) -> int:
         return len(self.frames)
 
+    def _tile_cache(self, drive: KittiRawDrive) -> TileCache | None:
+        """The world tile cache of a synthetic drive (named in its datum file); None for real drives."""
+        if drive.path not in self._drive_world:
+            datum_file = drive.path / "ground_truth" / "datum.yaml"
+            world = yaml.safe_load(datum_file.read_text()).get("world") if datum_file.is_file() else None
+            self._drive_world[drive.path] = (Path(world) if Path(world).is_absolute() else self.root / world) \
+                if world else None
+        world_dir = self._drive_world[drive.path]
+        if world_dir is None:
+            return None
+        if world_dir not in self._caches:  # one cache per world, shared by its drives
+            self._caches[world_dir] = TileCache(open_tile_source(world_dir / "tiles"))
+        return self._caches[world_dir]
+
     def _satellite(self, drive: KittiRawDrive, frame: int, lat: float, lon: float, up_yaw: float) -> np.ndarray:
         size, mpp = self.config.satellite_input_px, self.config.satellite_metres_per_px
-        datum_file = drive.path / "ground_truth" / "datum.yaml"
-        world = yaml.safe_load(datum_file.read_text()).get("world") if datum_file.is_file() else None
-        if world:
-            world_dir = Path(world) if Path(world).is_absolute() else self.root / world
-            key = str(world_dir)
-            if key not in self._caches:
-                self._caches[key] = TileCache(open_tile_source(world_dir / "tiles"))
-            return self._caches[key].crop(lat, lon, up_yaw, size, mpp).image
+        cache = self._tile_cache(drive)
+        if cache is not None:
+            return cache.crop(lat, lon, up_yaw, size, mpp).image
         oxts = drive.oxts(frame)
         source = SatmapImageSource(drive.satmap_path(self.root, frame), oxts.lat, oxts.lon, self.satmap_metres_per_px)
         return source.crop(lat, lon, up_yaw, size, mpp)
