@@ -60,8 +60,12 @@ class CameraRenderer:
         self.rays_cam = torch.stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, torch.ones_like(u)], -1)
 
     def render(self, x: float, y: float, yaw: float, pitch_offset: float = 0.0, roll_offset: float = 0.0,
-               noise_seed: int | None = None) -> NDArray[np.uint8]:
-        """RGB ``(H, W, 3)`` view from base_link at ENU ``(x, y)`` heading ``yaw`` (REP-103)."""
+               noise_seed: int | None = None, time_s: float = 0.0) -> NDArray[np.uint8]:
+        """RGB ``(H, W, 3)`` view from base_link at ENU ``(x, y)`` heading ``yaw`` (REP-103).
+
+        Moving traffic is drawn where it is at ``time_s``; a car overlapping the ego vehicle
+        (within 5 m) is left out rather than rendered around the camera.
+        """
         rig, cam = self.rig, self.rig.camera
         pitch = torch.tensor([rig.pitch_rad + pitch_offset], dtype=torch.float32)
         roll = torch.tensor([rig.roll_rad + roll_offset], dtype=torch.float32)
@@ -73,7 +77,12 @@ class CameraRenderer:
         depth = torch.full(rays.shape[:2], math.inf, dtype=torch.float32)
         colour = self._sky(rays)
         self._ground(origin, rays, depth, colour)
-        for window, hit_t, hit_colour in self._objects(origin, rays, R_map_cam):
+        traffic, traffic_colours = self.world.traffic_boxes(time_s)
+        clear = np.hypot(traffic[:, 0] - x, traffic[:, 1] - y) > 5.0
+        boxes = torch.cat([self.boxes, torch.from_numpy(traffic[clear]).float()])
+        colours = torch.cat([self.box_colours, torch.from_numpy(traffic_colours[clear]).float()])
+        kinds = np.concatenate([self.box_kind, np.ones(int(clear.sum()), np.int8)])
+        for window, hit_t, hit_colour in self._objects(origin, rays, R_map_cam, boxes, colours, kinds):
             (v0, v1, u0, u1) = window
             closer = hit_t < depth[v0:v1, u0:u1]
             depth[v0:v1, u0:u1] = torch.where(closer, hit_t, depth[v0:v1, u0:u1])
@@ -128,18 +137,19 @@ class CameraRenderer:
         v0, v1 = max(0, int(v.min()) - 1), min(cam.height, int(v.max()) + 2)
         return (v0, v1, u0, u1) if u0 < u1 and v0 < v1 else None
 
-    def _objects(self, origin: Tensor, rays: Tensor, R_map_cam: Tensor):
+    def _objects(self, origin: Tensor, rays: Tensor, R_map_cam: Tensor, boxes: Tensor, colours: Tensor,
+                 kinds: NDArray[np.int8]):
         """Yield ``(window, t, colour)`` per primitive that may be visible."""
         near = self.max_distance_m + 30.0
-        for k in range(len(self.boxes)):
-            box = self.boxes[k]
+        for k in range(len(boxes)):
+            box = boxes[k]
             if float((box[:2] - origin[:2]).norm()) > near:
                 continue
             corners = _aabb_corners_of_box(box)
             window = self._window(corners, origin, R_map_cam)
             if window is not None:
                 v0, v1, u0, u1 = window
-                t, col = _hit_box(origin, rays[v0:v1, u0:u1], box, self.box_colours[k], int(self.box_kind[k]))
+                t, col = _hit_box(origin, rays[v0:v1, u0:u1], box, colours[k], int(kinds[k]))
                 yield window, t, col
         for trunk, canopy in zip(self.trunks, self.canopies):
             if float((trunk[:2] - origin[:2]).norm()) > near:

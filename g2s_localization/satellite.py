@@ -20,6 +20,7 @@ from .tile_sources import MBTilesWriter, write_xyz_tile
 from .world import World, _box_corners
 
 SATELLITE_METRES_PER_PX = 0.2
+SATELLITE_CAPTURE_TIME_S = 1000.0  # where the moving cars are when the satellite passes
 
 
 def satellite_colour_response(image: NDArray[np.float32], seed: int, strength: float) -> NDArray[np.float32]:
@@ -48,9 +49,12 @@ def render_satellite(world: World, metres_per_px: float = SATELLITE_METRES_PER_P
     shadow_per_metre = 1.0 / math.tan(math.radians(rng.uniform(35, 60)))
     shadow_dir = -np.array([math.cos(sun_azimuth), math.sin(sun_azimuth)]) * shadow_per_metre
 
-    visible = world.box_in_satellite
+    traffic, traffic_colours = world.traffic_boxes(SATELLITE_CAPTURE_TIME_S)
+    boxes = np.concatenate([world.boxes[world.box_in_satellite], traffic])
+    colours = np.concatenate([world.box_colours[world.box_in_satellite], traffic_colours])
+    kinds = np.concatenate([world.box_kind[world.box_in_satellite], np.ones(len(traffic), np.int8)])
     shadow = np.zeros((size, size), np.uint8)
-    for box in world.boxes[visible]:
+    for box in boxes:
         base = _box_corners(box[0], box[1], box[3], box[4], box[6])
         hull = cv2.convexHull(to_px(np.concatenate([base, base + shadow_dir * box[5]])))
         cv2.fillPoly(shadow, [hull], 1, cv2.LINE_AA, 4)
@@ -59,14 +63,11 @@ def render_satellite(world: World, metres_per_px: float = SATELLITE_METRES_PER_P
         cv2.circle(shadow, tuple(int(v) for v in centre), int(canopy[3] / metres_per_px * 16), 1, -1, cv2.LINE_AA, 4)
     image *= 1.0 - cfg.shadow_strength * shadow[..., None].astype(np.float32)
 
-    order = np.argsort(world.boxes[:, 5])  # low objects first, tall roofs on top
-    for k in order:
-        if not visible[k]:
-            continue
-        box, (_, roof) = world.boxes[k], world.box_colours[k]
+    for k in np.argsort(boxes[:, 5], kind="stable"):  # low objects first, tall roofs on top
+        box, (_, roof) = boxes[k], colours[k]
         corners = to_px(_box_corners(box[0], box[1], box[3], box[4], box[6]))
         cv2.fillPoly(image, [corners], tuple(float(c) for c in roof), cv2.LINE_AA, 4)
-        if world.box_kind[k] == 0:  # roof outline and a ridge line
+        if kinds[k] == 0:  # roof outline
             cv2.polylines(image, [corners], True, tuple(float(c) * 0.7 for c in roof), 2, cv2.LINE_AA, 4)
         else:  # windscreen: a dark band across the front third of the car
             front = _box_corners(box[0] + 0.6 * math.cos(box[6]), box[1] + 0.6 * math.sin(box[6]), 0.9, 1.6, box[6])

@@ -86,7 +86,8 @@ def make_drive(dataset_root: str | Path, world_dir: str | Path, drive_config: Dr
     for k in tqdm(range(len(stamps)), desc=f"drive {number:04d}", disable=not progress, unit="frame"):
         pitch, roll = drive.true_pitch_roll[k]
         image = renderer.render(float(drive.true_xy[k, 0]), float(drive.true_xy[k, 1]), float(drive.true_yaw[k]),
-                                pitch_offset=float(pitch), roll_offset=float(roll), noise_seed=k)
+                                pitch_offset=float(pitch), roll_offset=float(roll), noise_seed=k,
+                                time_s=float(drive.times_s[k]))
         cv2.imwrite(str(drive_dir / "image_02" / "data" / f"{k:010d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         (drive_dir / "oxts" / "data" / f"{k:010d}.txt").write_text(packets[k].to_line() + "\n")
         truth.append(GroundTruthPose(k, stamps[k], float(true_lat[k]), float(true_lon[k]), ANCHOR_ALT_M,

@@ -24,6 +24,7 @@ from .geodesy import EnuFrame
 # Ground material ids, also used by tests to find lane markings and crosswalks.
 GRASS, DIRT, ASPHALT, SIDEWALK, MARKING = 0, 1, 2, 3, 4
 PARKING_STRIP_M = 2.5
+CAR_COLOURS = np.array([[0.8, 0.8, 0.82], [0.1, 0.1, 0.12], [0.6, 0.1, 0.1], [0.15, 0.25, 0.55], [0.5, 0.5, 0.5]])
 ROAD_MARGIN_M = 150.0  # rotated 100 m patch (72 m) + GNSS error + a partial zoom-19 tile (50 m)
 
 
@@ -41,6 +42,7 @@ class WorldConfig:
     tree_density: float = 1.0  # 0 = no trees; trees along roads hide the road from above
     parked_car_density: float = 1.0
     car_change_fraction: float = 0.5  # share of cars present in only one of satellite / drive
+    traffic_density: float = 1.0  # moving cars in the lanes (seen at different places by each capture)
     shadow_strength: float = 0.45  # 0 = no satellite shadows
     colour_shift: float = 1.0  # 0 = camera and satellite see identical colours
 
@@ -67,6 +69,8 @@ class World:
     canopies: NDArray[np.float64]  # (T, 4): cx, cy, cz, radius
     nodes: NDArray[np.float64]  # (K, 2) road intersections
     edges: list[tuple[int, int]] = field(default_factory=list)
+    traffic: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 4)))  # edge, phase m, speed, side
+    traffic_colours: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 2, 3)))
 
     @property
     def enu_frame(self) -> EnuFrame:
@@ -84,6 +88,22 @@ class World:
         d = (pb - pa) / np.linalg.norm(pb - pa)
         p = pa + d * distance_m + np.array([d[1], -d[0]]) * self.config.lane_width_m / 2.0
         return float(p[0]), float(p[1]), math.atan2(float(d[1]), float(d[0]))
+
+    def traffic_boxes(self, time_s: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Moving cars at ``time_s``: boxes ``(M, 7)`` like :attr:`boxes`, colours ``(M, 2, 3)``.
+
+        Each drives its road in its own lane at constant speed and starts over at the road's end.
+        """
+        boxes = np.zeros((len(self.traffic), 7))
+        for i, (edge, phase, speed, side) in enumerate(self.traffic):
+            a, b = self.edges[int(edge)]
+            start, end = (self.nodes[a], self.nodes[b]) if side > 0 else (self.nodes[b], self.nodes[a])
+            length = float(np.linalg.norm(end - start))
+            d = (end - start) / length
+            s = (phase + speed * time_s) % length
+            p = start + d * s + np.array([d[1], -d[0]]) * self.config.lane_width_m / 2.0
+            boxes[i] = [p[0], p[1], 0.0, 4.4, 1.8, 1.5, math.atan2(d[1], d[0])]
+        return boxes, self.traffic_colours
 
     def ground_px(self, x: NDArray, y: NDArray) -> tuple[NDArray, NDArray]:
         """ENU metres to continuous ground-raster ``(col, row)`` (pixel centres at integers)."""
@@ -114,6 +134,7 @@ def generate_world(config: WorldConfig | None = None) -> World:
     world.box_in_satellite = np.concatenate([np.ones(len(buildings[0]), bool), in_sat])
     world.box_in_drive = np.concatenate([np.ones(len(buildings[0]), bool), in_drive])
     world.trunks, world.canopies = _place_trees(world, rng)
+    world.traffic, world.traffic_colours = _place_traffic(world, rng)  # last: earlier content stays seed-stable
     return world
 
 
@@ -278,8 +299,7 @@ def _place_cars(world: World, rng: np.random.Generator) -> tuple[tuple[NDArray, 
             side = rng.choice([-1.0, 1.0])
             p = pa + direction * s + normal * side * (cfg.lane_width_m + PARKING_STRIP_M / 2)
             boxes.append([p[0], p[1], 0.0, 4.4, 1.8, 1.5, yaw + rng.normal(0, 0.03)])
-            body = rng.choice([np.array([0.8, 0.8, 0.82]), np.array([0.1, 0.1, 0.12]), np.array([0.6, 0.1, 0.1]),
-                               np.array([0.15, 0.25, 0.55]), np.array([0.5, 0.5, 0.5])])
+            body = rng.choice(CAR_COLOURS)
             colours.append([body, body * 0.9])
     count = len(boxes)
     changed = rng.uniform(size=count) < cfg.car_change_fraction
@@ -287,6 +307,18 @@ def _place_cars(world: World, rng: np.random.Generator) -> tuple[tuple[NDArray, 
     in_sat = ~changed | only_sat
     in_drive = ~changed | ~only_sat
     return (np.array(boxes).reshape(-1, 7), np.array(colours).reshape(-1, 2, 3)), in_sat, in_drive
+
+
+def _place_traffic(world: World, rng: np.random.Generator) -> tuple[NDArray, NDArray]:
+    """About one moving car per 60 m of lane, at 6-12 m/s."""
+    rows = []
+    for e, (a, b) in enumerate(world.edges):
+        length = float(np.linalg.norm(world.nodes[b] - world.nodes[a]))
+        for side in (-1.0, 1.0):
+            for _ in range(rng.poisson(length / 60.0 * world.config.traffic_density)):
+                rows.append([e, rng.uniform(0, length), rng.uniform(6.0, 12.0), side])
+    body = CAR_COLOURS[rng.integers(len(CAR_COLOURS), size=len(rows))]
+    return np.array(rows).reshape(-1, 4), np.stack([body, body * 0.9], 1).reshape(-1, 2, 3)
 
 
 def _place_trees(world: World, rng: np.random.Generator) -> tuple[NDArray, NDArray]:

