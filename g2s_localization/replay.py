@@ -25,7 +25,8 @@ def message_class(msgtype: str):
 
 
 def replay(bag: str | Path, rate: float = 1.0, topics: list[str] | None = None, loops: int = 1,
-           wait_for_subscribers_s: float = 10.0, context: rclpy.Context | None = None) -> int:
+           wait_for_subscribers_s: float = 10.0, context: rclpy.Context | None = None,
+           settle_s: float = 2.0) -> int:
     """Publish the bag; returns the number of messages sent."""
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
@@ -44,6 +45,8 @@ def replay(bag: str | Path, rate: float = 1.0, topics: list[str] | None = None, 
             deadline = time.monotonic() + wait_for_subscribers_s
             while time.monotonic() < deadline and not any(p.get_subscription_count() for p in publishers.values()):
                 time.sleep(0.05)
+            if any(p.get_subscription_count() for p in publishers.values()):
+                time.sleep(settle_s)  # discovery matches topics one by one: let the others catch up
             for _ in range(loops):
                 start_wall, start_bag = None, None
                 for conn, stamp_ns, raw in reader.messages(connections=connections):
