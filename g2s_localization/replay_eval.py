@@ -50,8 +50,9 @@ def _nearest(stamps: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.nd
 
 def read_truth(bag: str | Path, datum: EnuFrame) -> BagTruth:
     gt, fixes, imus, odoms = [], [], [], []
-    with Reader(bag) as reader:
-        for conn, stamp, raw in reader.messages():
+    wanted = {TOPICS["gt_pose"], TOPICS["fix"], TOPICS["imu"], TOPICS["odom"]}
+    with Reader(bag) as reader:  # only these topics: the images are most of the bag
+        for conn, stamp, raw in reader.messages(connections=[c for c in reader.connections if c.topic in wanted]):
             if conn.topic == TOPICS["gt_pose"]:
                 m = deserialize_message(raw, PoseStamped)
                 q = m.pose.orientation
