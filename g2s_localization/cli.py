@@ -86,7 +86,8 @@ def _calibrate(args: argparse.Namespace) -> None:
 def _replay(args: argparse.Namespace) -> None:
     from .replay import replay
 
-    sent = replay(args.bag, rate=args.rate, loops=args.loops)
+    sent = replay(args.bag, rate=args.rate, loops=args.loops, wait_topics=args.wait_for or None,
+                  wait_for_subscribers_s=args.wait_timeout)
     print(f"replayed {sent} messages from {args.bag}")
 
 
@@ -164,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bag", type=Path)
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
     p.add_argument("--loops", type=int, default=1, help="play the bag this many times (clock jumps back)")
+    p.add_argument("--wait-for", nargs="*", default=[], metavar="TOPIC",
+                   help="start only when each of these topics has a subscriber")
+    p.add_argument("--wait-timeout", type=float, default=10.0, help="seconds to wait for subscribers")
     p.set_defaults(func=_replay)
 
     p = sub.add_parser("evaluate", help="replay a bag through g2s_node and score it against ground truth")

@@ -26,8 +26,13 @@ def message_class(msgtype: str):
 
 def replay(bag: str | Path, rate: float = 1.0, topics: list[str] | None = None, loops: int = 1,
            wait_for_subscribers_s: float = 10.0, context: rclpy.Context | None = None,
-           settle_s: float = 2.0) -> int:
-    """Publish the bag; returns the number of messages sent."""
+           settle_s: float = 2.0, wait_topics: list[str] | None = None) -> int:
+    """Publish the bag; returns the number of messages sent.
+
+    Publishing starts once some subscriber has matched (plus ``settle_s`` for the other topics),
+    or, with ``wait_topics``, once every one of those topics has a subscriber; either way after
+    at most ``wait_for_subscribers_s``.
+    """
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
     own_context = context is None
@@ -43,9 +48,19 @@ def replay(bag: str | Path, rate: float = 1.0, topics: list[str] | None = None, 
             publishers = {c.id: node.create_publisher(message_class(c.msgtype), c.topic, qos) for c in connections}
             clock_pub = node.create_publisher(Clock, "/clock", 10)
             deadline = time.monotonic() + wait_for_subscribers_s
-            while time.monotonic() < deadline and not any(p.get_subscription_count() for p in publishers.values()):
+            by_topic = {c.topic: publishers[c.id] for c in connections}
+            missing = [t for t in (wait_topics or []) if t not in by_topic]
+            if missing:
+                raise ValueError(f"{bag} has no topic(s) {missing}")
+
+            def ready() -> bool:
+                if wait_topics:
+                    return all(by_topic[t].get_subscription_count() > 0 for t in wait_topics)
+                return any(p.get_subscription_count() for p in publishers.values())
+
+            while time.monotonic() < deadline and not ready():
                 time.sleep(0.05)
-            if any(p.get_subscription_count() for p in publishers.values()):
+            if ready() and not wait_topics:
                 time.sleep(settle_s)  # discovery matches topics one by one: let the others catch up
             for _ in range(loops):
                 start_wall, start_bag = None, None

@@ -114,7 +114,9 @@ def run_node_on_bag(bag: Path, tiles: Path, weights: str, rate: float, datum: tu
                     raise RuntimeError(f"g2s_node did not start; see {log_path}")
                 time.sleep(0.1)
             time.sleep(1.0)
-            subprocess.run([sys.executable, "-m", "g2s_localization.cli", "replay", str(bag), "--rate", str(rate)],
+            inputs = [TOPICS[k] for k in ("image", "camera_info", "fix", "imu")]  # what the node subscribes to
+            subprocess.run([sys.executable, "-m", "g2s_localization.cli", "replay", str(bag), "--rate", str(rate),
+                            "--wait-timeout", "30", "--wait-for", *inputs],
                            check=True, stdout=log, stderr=subprocess.STDOUT)
             time.sleep(2.0)  # the last frames are still being registered
         finally:

@@ -23,3 +23,16 @@ def test_evaluate_a_bag_through_the_node(small_dataset: Path, small_world_dir: P
     for name in ("report.md", "trajectory.png", "error_over_time.png", "error_cdf.png", "node.log"):
         assert (out / name).is_file(), name
     assert "SYNTHETIC" in (out / "report.md").read_text()
+
+
+def test_replay_refuses_to_wait_for_a_topic_the_bag_lacks(small_dataset: Path, tmp_path: Path) -> None:
+    import pytest
+
+    from g2s_localization.replay import replay
+
+    drive = small_dataset / "raw_data" / "2026_01_01" / "2026_01_01_drive_0007_sync"
+    bag = kitti_to_bag(drive, tmp_path / "bag", progress=False)
+    with pytest.raises(ValueError, match="no topic"):
+        replay(bag, wait_topics=["/not/in/the/bag"], wait_for_subscribers_s=0.1)
+    with pytest.raises(ValueError, match="rate"):
+        replay(bag, rate=0.0)
