@@ -17,6 +17,7 @@ import queue
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -181,10 +182,8 @@ class G2SNode(Node):
             image = image_to_rgb(msg)
         except ValueError as exc:
             error = str(exc)
-        slop = self.p("sync_slop_s")
-        fix = self.fixes.nearest(stamp, max(slop, self.p("max_gnss_age_s")))
-        att = self.attitudes.nearest(stamp, max(slop, self.p("max_imu_age_s")))
-        frame = Frame(stamp, image, self.camera, fix[1] if fix else None, att[1] if att else None, error,
+        # pairing with GNSS / IMU happens in the worker, once those streams have caught up
+        frame = Frame(stamp, image, self.camera, None, None, error,
                       msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
         try:
             self._queue.put_nowait(frame)
@@ -197,12 +196,29 @@ class G2SNode(Node):
             self._queue.put_nowait(frame)
 
     # ------------------------------------------------------------------ worker
+    def _pair(self, frame: Frame) -> Frame:
+        """Attach the GNSS fix and IMU attitude nearest to the image time.
+
+        Messages of different topics arrive in any order, so wait (at most ``sync_slop_s`` of wall
+        time) until each stream has reached the image stamp; slower streams then pair with their
+        latest message if it is recent enough.
+        """
+        slop = self.p("sync_slop_s")
+        deadline = time.monotonic() + slop
+        while time.monotonic() < deadline and any(
+                (b.newest_stamp() or -math.inf) < frame.stamp_s for b in (self.fixes, self.attitudes)):
+            time.sleep(0.002)
+        fix = self.fixes.nearest(frame.stamp_s, max(slop, self.p("max_gnss_age_s")))
+        att = self.attitudes.nearest(frame.stamp_s, max(slop, self.p("max_imu_age_s")))
+        return replace(frame, gnss=fix[1] if fix else None, attitude=att[1] if att else None)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 frame = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
+            frame = self._pair(frame)
             start = time.perf_counter()
             if not self._datum_set and frame.gnss is not None and frame.gnss.has_fix:
                 self.localizer.datum = EnuFrame(frame.gnss.lat_deg, frame.gnss.lon_deg)

@@ -52,6 +52,10 @@ class NearestBuffer(Generic[T]):
                 return None
             return stamps[best], self._values[best]
 
+    def newest_stamp(self) -> float | None:
+        with self._lock:
+            return self._stamps[-1] if self._stamps else None
+
     def clear(self) -> None:
         with self._lock:
             self._stamps.clear()
