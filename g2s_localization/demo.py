@@ -19,6 +19,7 @@ from .bag_io import kitti_to_bag
 from .camera import bev_sampling_grid, project_image_to_bev, rotation_ground_from_camera
 from .camera_render import CameraRig
 from .drive import DriveConfig
+from .geodesy import EnuFrame
 from .kitti_raw import KittiRawDrive
 from .synthetic import make_drive, make_world
 from .tile_sources import open_tile_source
@@ -96,8 +97,8 @@ def run_demo(out: Path, duration_s: float = 10.0) -> None:
         if oxts.has_fix:
             sat_gnss = cache.crop(oxts.lat, oxts.lon, oxts.yaw, size, BEV_MPP).image
             offsets_gnss.append(alignment_offset_m(bev, valid, sat_gnss))
-            east, north = _metres_between(gt.lat, gt.lon, oxts.lat, oxts.lon)
-            gnss_errors.append(math.hypot(east, north))
+            east, north, _ = EnuFrame(gt.lat, gt.lon).to_enu(oxts.lat, oxts.lon)
+            gnss_errors.append(math.hypot(float(east), float(north)))
         panel = np.concatenate([sat_true[SEARCH_PX:-SEARCH_PX, SEARCH_PX:-SEARCH_PX], bev], axis=1)
         cv2.imwrite(str(out / f"bev_vs_satellite_{frame:04d}.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
     print(f"  frames checked: {len(frame_ids)}; side-by-side panels in {out}/bev_vs_satellite_*.png")
@@ -114,9 +115,3 @@ def run_demo(out: Path, duration_s: float = 10.0) -> None:
     print(report.read_text())
     print(f"report and plots: {report.parent}")
 
-
-def _metres_between(lat0: float, lon0: float, lat1: float, lon1: float) -> tuple[float, float]:
-    from .geodesy import EnuFrame
-
-    east, north, _ = EnuFrame(lat0, lon0).to_enu(lat1, lon1)
-    return float(east), float(north)
