@@ -67,15 +67,25 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> None:
+    import yaml
+
     from .checkpoints import read_checkpoint, save_checkpoint
+    from .config import from_dict, to_dict
     from .datasets import KittiRegistrationDataset
     from .evaluation import calibrate_temperature
+    from .model import ModelConfig
     from .registration import LearnedRegistrar
 
     registrar = LearnedRegistrar.from_checkpoint(args.checkpoint, device="cpu")
+    _, meta = read_checkpoint(args.checkpoint)
+    if args.search:
+        # search window / resolution only: the network is fully convolutional, its weights do not change
+        overrides = dict(item.split("=", 1) for item in args.search)
+        model_dict = {**to_dict(registrar.config), **{k: yaml.safe_load(v) for k, v in overrides.items()}}
+        registrar.config = registrar.net.config = from_dict(ModelConfig, model_dict, "search")
+        meta["config"] = {**meta["config"], "model": model_dict}
     dataset = KittiRegistrationDataset(args.root, args.split, registrar.config, prior="perturbed", seed=args.seed)
     temperature, coverage = calibrate_temperature(registrar, dataset, limit=args.limit, progress=True)
-    _, meta = read_checkpoint(args.checkpoint)
     extra = {**meta.get("extra", {}), "calibrated_temperature": temperature, "calibration_split": args.split,
              "calibration_coverage_95": coverage, "note": "trained and calibrated on SYNTHETIC data"}
     save_checkpoint(args.out, registrar.net, meta["config"], meta.get("step", 0), meta.get("epoch", 0), extra=extra)
@@ -159,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=120)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--search", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="change search settings of the model config (e.g. bev_size=160 yaw_step_deg=2.0)")
     p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("replay", help="publish a rosbag2 over DDS with /clock")

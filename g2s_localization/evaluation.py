@@ -77,25 +77,28 @@ def calibrate_temperature(registrar: Registrar, dataset, limit: int = 120,
     """The softmax temperature whose 95 % ellipsoids hold 95 % of the truths on ``dataset``.
 
     One scalar fitted on labelled validation frames (synthetic ground truth); the registrar's
-    score volumes are computed once and the temperature swept over ``candidates``.
+    searches (coarse volume + refined peak) run once and the temperature is swept over ``candidates``.
     Returns ``(temperature, coverage)``.
     """
     import torch
 
-    from .correlation import ScoreVolume, pose_from_scores
+    from .correlation import Peak, ScoreVolume, pose_from_scores
 
     candidates = np.geomspace(0.002, 0.3, 40) if candidates is None else candidates
     subset = Subset(dataset, list(range(min(limit, len(dataset)))))
-    volumes, targets = [], []
+    searches, targets = [], []
     for batch in tqdm(DataLoader(subset, batch_size=4), desc="calibration", disable=not progress):
-        volumes.append(registrar.score_volume(batch))
+        searches.append(registrar.search(batch))
         targets.append(batch["target"])
-    scores = torch.cat([v.scores.cpu() for v in volumes])
-    volume = ScoreVolume(scores, volumes[0].yaw_offsets.cpu(), volumes[0].cell_m)
+    first = searches[0]
+    volume = ScoreVolume(torch.cat([r.volume.scores.cpu() for r in searches]), first.volume.yaw_offsets.cpu(),
+                         first.volume.cell_m)
+    peak = Peak(*(torch.cat([getattr(r.peak, f).cpu() for r in searches])
+                  for f in ("forward_m", "left_m", "yaw_offset")))
     target = torch.cat(targets).double()
     best = (float("inf"), float(candidates[0]), 0.0)
     for t in candidates:
-        est = pose_from_scores(volume, float(t))
+        est = pose_from_scores(volume, float(t), peak, first.resolution)
         residual = torch.stack([est.forward_m.double(), est.left_m.double(), est.yaw_offset.double()], -1) - target
         nees = torch.einsum("ni,nij,nj->n", residual, torch.linalg.inv(est.covariance.double()), residual)
         coverage = float((nees <= CHI2_95_3DOF).double().mean())

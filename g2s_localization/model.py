@@ -29,12 +29,25 @@ class ModelConfig:
     ground_height: int = 160
     feature_dim: int = 8
     width: int = 16
-    bev_size: int = 96
+    bev_size: int = 160  # 64 m: far ground is what pins yaw down (a 38 m grid gave 0.8 deg medians)
     bev_metres_per_px: float = 0.4
     search_radius_m: float = 20.0
     yaw_range_deg: float = 10.0
-    yaw_step_deg: float = 1.0
+    yaw_step_deg: float = 2.0  # coarse yaw step; training scores at this step too
     edge_prior: bool = True  # add fixed edge features beside the learned ones (see G2SRegistrationNet)
+    coarse_pool: int = 2  # the coarse search runs on cells this many times larger ...
+    refine_window_cells: int = 3  # ... then every shift within this many full cells of its peak ...
+    refine_yaw_range_deg: float = 1.5  # ... at yaw offsets within this range of its yaw ...
+    refine_yaw_step_deg: float = 0.25  # ... spaced this finely, is scored at full resolution
+
+    def __post_init__(self) -> None:
+        if self.bev_size % self.coarse_pool or self.search_cells % self.coarse_pool:
+            raise ValueError(f"bev_size ({self.bev_size}) and search cells ({self.search_cells}) must divide by "
+                             f"coarse_pool ({self.coarse_pool})")
+        if not 0 < self.refine_window_cells <= self.search_cells:
+            raise ValueError(f"refine_window_cells must be in 1..{self.search_cells}")
+        if self.yaw_step_deg <= 0 or self.refine_yaw_step_deg <= 0:
+            raise ValueError("yaw steps must be positive")
 
     @property
     def search_cells(self) -> int:
@@ -92,6 +105,12 @@ class BevRefiner(nn.Module):
         return (bev + self.net(torch.cat([bev, m], 1))) * m
 
 
+def unit_channels(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """L2-normalise ``(B, C, H, W)`` over channels; same as ``F.normalize(x, dim=1)``, several times
+    faster on CPU (the library's norm over the strided channel dimension dominated latency)."""
+    return x * torch.rsqrt((x * x).sum(1, keepdim=True).clamp_min(eps * eps))
+
+
 def grey(image: Tensor) -> Tensor:
     """``(B, 3, H, W)`` RGB in 0..1 -> ``(B, 1, H, W)`` luma."""
     return (0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]).unsqueeze(1)
@@ -104,7 +123,9 @@ def edge_features(luma: Tensor, window: int = 15) -> Tensor:
     blurred = F.avg_pool2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), 3, 1)
     padded = F.pad(blurred, (1, 1, 1, 1), mode="replicate")
     grad = torch.cat([F.conv2d(padded, kernel.view(1, 1, 3, 3)), F.conv2d(padded, kernel.t().reshape(1, 1, 3, 3))], 1)
-    energy = F.avg_pool2d((grad**2).sum(1, keepdim=True), window, 1, window // 2, count_include_pad=False)
+    energy = (grad**2).sum(1, keepdim=True)
+    for kernel_size, padding in (((window, 1), (window // 2, 0)), ((1, window), (0, window // 2))):  # separable box
+        energy = F.avg_pool2d(energy, kernel_size, 1, padding, count_include_pad=False)
     return grad / (energy.sqrt() + 1e-3)
 
 
@@ -152,7 +173,7 @@ class G2SRegistrationNet(nn.Module):
         K_feat[:, 1, 2] = (K[:, 1, 2] + 0.5) * fh / h - 0.5
         R = rotation_ground_from_camera(pitch, roll)
         grid, valid = bev_sampling_grid(K_feat, R, camera_height, (fw, fh), cfg.bev_size, cfg.bev_metres_per_px)
-        bev = F.normalize(self.bev_refiner(project_image_to_bev(features, grid, valid), valid), dim=1)
+        bev = unit_channels(self.bev_refiner(project_image_to_bev(features, grid, valid), valid))
         if not cfg.edge_prior:
             return bev, valid
         grid_full, valid_full = bev_sampling_grid(K, R, camera_height, (w, h), cfg.bev_size, cfg.bev_metres_per_px)
@@ -162,7 +183,7 @@ class G2SRegistrationNet(nn.Module):
 
     def satellite_features(self, satellite: Tensor) -> Tensor:
         """Heading-aligned patch ``(B, 3, 2L, 2L)`` at half the BEV cell size -> ``(B, C, L, L)``."""
-        learned = F.normalize(self.satellite_encoder(satellite), dim=1)
+        learned = unit_channels(self.satellite_encoder(satellite))
         if not self.config.edge_prior:
             return learned
         edges = edge_features(F.avg_pool2d(grey(satellite), 2))

@@ -11,12 +11,13 @@ import torch
 from g2s_localization.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from g2s_localization.config import to_dict
 from g2s_localization.correlation import (
-    ScoreVolume, correlate, correlate_pairs, pose_from_scores, rotate_bev, yaw_candidates,
+    Peak, ScoreVolume, correlate, correlate_pairs, correlate_window, pool_search_inputs, pose_from_scores,
+    refine_peak, rotate_bev, yaw_candidates,
 )
 from g2s_localization.losses import make_pseudo_queries, target_cells
 from g2s_localization.metrics import CHI2_95_3DOF, frame_errors, summarize
 from g2s_localization.model import G2SRegistrationNet, ModelConfig
-from g2s_localization.registration import BaselineRegistrar, LearnedRegistrar, to_map_frame
+from g2s_localization.registration import BaselineRegistrar, LearnedRegistrar, coarse_to_fine, to_map_frame
 
 TINY = ModelConfig(ground_width=128, ground_height=40, feature_dim=4, width=8, bev_size=24, bev_metres_per_px=1.0,
                    search_radius_m=6.0, yaw_range_deg=4.0, yaw_step_deg=2.0)
@@ -45,7 +46,8 @@ class TestCorrelate:
         assert out.shape == (2, 3, 7, 7)
         for b, k, dy, dx in ((0, 0, 0, 0), (1, 2, -3, 2), (0, 1, 3, -3)):
             t = bev[b, k] * mask[b, k]
-            ref = (t * sat[b][:, 3 + dy:13 + dy, 3 + dx:13 + dx]).sum() / mask[b, k].sum()
+            norm = (mask[b, k].sum() * t.square().sum()).sqrt()  # unit-RMS template, mean over cells
+            ref = (t * sat[b][:, 3 + dy:13 + dy, 3 + dx:13 + dx]).sum() / norm
             assert float(out[b, k, dy + 3, dx + 3]) == pytest.approx(float(ref), abs=1e-4)
 
     def test_pairs_diagonal_is_correlate(self) -> None:
@@ -68,6 +70,90 @@ class TestCorrelate:
         assert float(scores.max()) == pytest.approx(1.0, abs=1e-5)
 
 
+def wave_field(channels: int, seed: int = 0, shortest: float = 5.0):
+    """A continuous feature field: sums of plane waves ``shortest`` to 2.4 x that many cells long, so a rotated view can be
+    sampled exactly (a bilinearly rotated map would blur and bias sub-degree yaw)."""
+    g = torch.Generator().manual_seed(seed)
+    freq = 2 * math.pi / (shortest * (1 + 1.4 * torch.rand(channels, 3, generator=g)))
+    angle = 2 * math.pi * torch.rand(channels, 3, generator=g)
+    phase = 2 * math.pi * torch.rand(channels, 3, generator=g)
+
+    def field(col: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        arg = (freq * torch.cos(angle))[..., None, None] * col + (freq * torch.sin(angle))[..., None, None] * row
+        return torch.sin(arg + phase[..., None, None]).sum(1)  # (C, H, W)
+    return field
+
+
+def satellite_of(field, size: int) -> torch.Tensor:
+    r = torch.arange(size, dtype=torch.float32)
+    return field(r[None, :], r[:, None]).unsqueeze(0)
+
+
+def view_of(field, size: int, search: int, dy: int, dx: int, yaw_rad: float) -> torch.Tensor:
+    """The BEV a vehicle at shift (dy, dx) cells, heading ``yaw_rad`` CCW of the patch's, sees
+    (what :func:`rotate_bev` by ``yaw_rad`` turns back into the satellite window)."""
+    centre = (size + 2 * search - 1) / 2
+    r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    x, y = r[None, :], r[:, None]
+    c, s = math.cos(yaw_rad), math.sin(yaw_rad)
+    return field(centre + dx + c * x + s * y, centre + dy - s * x + c * y).unsqueeze(0)
+
+
+def wedge_mask(size: int) -> torch.Tensor:
+    """A forward-looking camera's BEV footprint: ahead of the centre, within +-40 deg."""
+    r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    ahead, right = -r[:, None], r[None, :]
+    return ((ahead > 1) & (right.abs() < ahead * math.tan(math.radians(40)))).unsqueeze(0)
+
+
+class TestCorrelateWindow:
+    def test_matches_rotate_and_correlate(self) -> None:
+        torch.manual_seed(1)
+        bev, sat = torch.randn(4, 20, 20), torch.randn(4, 26, 26)
+        mask = wedge_mask(20)[0]
+        yaws = torch.deg2rad(torch.tensor([-7.0, 0.0, 3.5]))
+        rotated, rotated_mask = rotate_bev(bev[None], mask[None], yaws)
+        torch.testing.assert_close(correlate_window(bev, mask, sat, yaws, 3), correlate(rotated, rotated_mask, sat[None], 3)[0],
+                                   atol=1e-5, rtol=0)
+
+    def test_size_check(self) -> None:
+        with pytest.raises(ValueError, match="cells wide"):
+            correlate_window(torch.zeros(1, 8, 8), torch.ones(8, 8, dtype=torch.bool), torch.zeros(1, 12, 12),
+                             torch.zeros(1), 3)
+
+
+class TestPoolSearchInputs:
+    def test_halves_and_keeps_mostly_valid_cells(self) -> None:
+        bev, sat = torch.ones(2, 3, 8, 8), torch.rand(2, 3, 12, 12)
+        mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+        mask[:, :4, :3] = True  # two full coarse cells and two half-valid ones
+        coarse_bev, coarse_mask, coarse_sat = pool_search_inputs(bev, mask, sat, 2)
+        assert coarse_bev.shape == (2, 3, 4, 4) and coarse_sat.shape == (2, 3, 6, 6)
+        assert int(coarse_mask[0].sum()) == 4 and bool(coarse_mask[0, 0, 1]) and not bool(coarse_mask[0, 0, 2])
+        torch.testing.assert_close(coarse_sat[0, :, 0, 0], sat[0, :, :2, :2].mean((1, 2)))
+
+    def test_rejects_indivisible_sizes(self) -> None:
+        with pytest.raises(ValueError, match="divide"):
+            pool_search_inputs(torch.zeros(1, 1, 9, 9), torch.ones(1, 9, 9, dtype=torch.bool), torch.zeros(1, 1, 13, 13), 2)
+
+
+class TestRefinePeak:
+    def test_recovers_a_sub_degree_yaw_and_the_shift(self) -> None:
+        size, search = 48, 8
+        field = wave_field(4)
+        sat = satellite_of(field, size + 2 * search)
+        truths = ((2, -3, 0.6), (-4, 1, -1.1))
+        bev = torch.cat([view_of(field, size, search, dy, dx, math.radians(yaw)) for dy, dx, yaw in truths])
+        mask = wedge_mask(size).expand(2, -1, -1)
+        coarse = Peak(torch.tensor([-2.4, 4.4]), torch.tensor([3.4, -0.6]), torch.zeros(2))  # a cell off, yaw 0
+        fine = refine_peak(bev * mask.unsqueeze(1), mask, sat.expand(2, -1, -1, -1), coarse, 1.0, search,
+                           yaw_candidates(1.5, 0.25), 2)
+        for i, (dy, dx, yaw) in enumerate(truths):
+            assert float(fine.forward_m[i]) == pytest.approx(-dy, abs=0.25)
+            assert float(fine.left_m[i]) == pytest.approx(-dx, abs=0.25)
+            assert math.degrees(float(fine.yaw_offset[i])) == pytest.approx(yaw, abs=0.2)
+
+
 class TestPoseFromScores:
     def test_peak_offsets_and_covariance(self) -> None:
         scores = torch.zeros(1, 3, 11, 11)
@@ -88,11 +174,45 @@ class TestPoseFromScores:
         assert float(est.covariance[0, 1, 1]) > 50.0
         assert float(est.confidence) < 0.6
 
+    def test_external_peak_and_resolution(self) -> None:
+        scores = torch.zeros(1, 3, 11, 11)
+        scores[0, 1, 5, 5] = 10.0
+        peak = Peak(torch.tensor([0.3]), torch.tensor([-0.2]), torch.tensor([math.radians(0.4)]))
+        est = pose_from_scores(ScoreVolume(scores, yaw_candidates(2.0, 2.0), 1.0), 0.1, peak, (0.4, math.radians(0.25)))
+        assert float(est.forward_m) == pytest.approx(0.3) and float(est.left_m) == pytest.approx(-0.2)
+        # second moment about the refined estimate plus the fine search's floor
+        assert float(est.covariance[0, 0, 0]) == pytest.approx(0.3**2 + 0.4**2 / 12, rel=1e-3)
+        assert float(est.covariance[0, 2, 2]) == pytest.approx(math.radians(0.4)**2 + math.radians(0.25)**2 / 12,
+                                                               rel=1e-3)
+
     def test_gradients_flow(self) -> None:
         scores = torch.randn(2, 3, 9, 9, dtype=torch.float64, requires_grad=True)
         est = pose_from_scores(ScoreVolume(scores, yaw_candidates(2.0, 2.0).double(), 0.5), 0.2)
         (est.covariance.sum() + est.forward_m.sum()).backward()
         assert torch.isfinite(scores.grad).all() and scores.grad.abs().sum() > 0
+
+
+class TestCoarseToFine:
+    def test_finds_pose_outside_the_coarse_grid(self) -> None:
+        # a 96-cell view: on smaller ones a smooth field lets a lateral shift stand in for a yaw
+        config = ModelConfig(bev_size=96, bev_metres_per_px=1.0, search_radius_m=8.0, yaw_range_deg=6.0,
+                             yaw_step_deg=2.0, coarse_pool=2, refine_window_cells=3)
+        field = wave_field(8, seed=3)
+        sat = satellite_of(field, 112)
+        mask = wedge_mask(96)
+        bev = view_of(field, 96, 8, 3, -5, math.radians(-2.7)) * mask.unsqueeze(1)  # odd shift, between yaw steps
+        result = coarse_to_fine(bev, mask, sat, config)
+        assert result.volume.scores.shape == (1, 7, 9, 9)  # +-6 deg / 2 deg, +-4 coarse cells
+        assert float(result.peak.forward_m[0]) == pytest.approx(-3.0, abs=0.25)
+        assert float(result.peak.left_m[0]) == pytest.approx(5.0, abs=0.25)
+        assert math.degrees(float(result.peak.yaw_offset[0])) == pytest.approx(-2.7, abs=0.2)
+        assert result.resolution == (1.0, pytest.approx(math.radians(0.25)))
+
+    def test_config_rejects_an_indivisible_grid(self) -> None:
+        with pytest.raises(ValueError, match="coarse_pool"):
+            ModelConfig(bev_size=95)
+        with pytest.raises(ValueError, match="refine_window_cells"):
+            ModelConfig(refine_window_cells=0)
 
 
 class TestPseudoQueries:
