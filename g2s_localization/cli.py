@@ -93,6 +93,34 @@ def _calibrate(args: argparse.Namespace) -> None:
           f"weights written to {args.out}")
 
 
+def _train_retrieval(args: argparse.Namespace) -> None:
+    from .datasets import KittiRegistrationDataset
+    from .relocalization import RetrievalConfig
+    from .retrieval_training import prepare_pairs, save_embedder, train_embedder
+
+    config = RetrievalConfig()
+    pairs = prepare_pairs(KittiRegistrationDataset(args.root, args.split), config, every=args.every)
+    net = train_embedder(pairs, config, steps=args.steps)
+    path = save_embedder(args.out, net, config, {"split": args.split, "note": "trained on SYNTHETIC data"})
+    print(f"retrieval weights written to {path}")
+
+
+def _build_index(args: argparse.Namespace) -> None:
+    from .camera import PinholeCamera
+    from .relocalization import build_index, camera_footprint
+    from .retrieval_training import DEFAULT_RETRIEVAL_WEIGHTS, load_embedder
+    from .tile_sources import open_tile_source
+    from .tiles import TileCache
+
+    embedder, config = load_embedder(args.weights or DEFAULT_RETRIEVAL_WEIGHTS)
+    camera = PinholeCamera(args.camera[0], args.camera[1], args.camera[2], args.camera[3], int(args.camera[4]),
+                           int(args.camera[5]))
+    footprint = camera_footprint(camera, args.camera_height, config)
+    index = build_index(TileCache(open_tile_source(args.tiles)), embedder, footprint, (args.lat, args.lon),
+                        args.half_extent, config)
+    print(f"{len(index)} descriptors written to {index.save(args.out)}")
+
+
 def _replay(args: argparse.Namespace) -> None:
     from .replay import replay
 
@@ -172,6 +200,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", nargs="*", default=[], metavar="KEY=VALUE",
                    help="change search settings of the model config (e.g. bev_size=160 yaw_step_deg=2.0)")
     p.set_defaults(func=_calibrate)
+
+    p = sub.add_parser("train-retrieval", help="train the LPN retrieval embedder on synthetic drives")
+    p.add_argument("--root", type=Path, default=Path("data/g2s_synth"))
+    p.add_argument("--split", default="train")
+    p.add_argument("--every", type=int, default=2, help="use every n-th frame")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_train_retrieval)
+
+    p = sub.add_parser("build-index", help="descriptor index over a tile cache, for relocalization")
+    p.add_argument("tiles", type=Path, help="XYZ folder or .mbtiles")
+    p.add_argument("--lat", type=float, required=True, help="centre of the indexed square (WGS84)")
+    p.add_argument("--lon", type=float, required=True)
+    p.add_argument("--half-extent", type=float, default=500.0, help="metres from the centre to each side")
+    p.add_argument("--camera", type=float, nargs=6, required=True, metavar=("FX", "FY", "CX", "CY", "W", "H"))
+    p.add_argument("--camera-height", type=float, default=1.65)
+    p.add_argument("--weights", type=Path, default=None, help="retrieval weights (default: shipped)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_build_index)
 
     p = sub.add_parser("replay", help="publish a rosbag2 over DDS with /clock")
     p.add_argument("bag", type=Path)

@@ -94,6 +94,10 @@ class KittiRegistrationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.frames)
 
+    def tile_cache(self, index: int) -> TileCache | None:
+        """The tile cache of frame ``index``'s world (synthetic drives), None for real KITTI drives."""
+        return self._tile_cache(self.drives[self.frames[index].drive_index])
+
     def _tile_cache(self, drive: KittiRawDrive) -> TileCache | None:
         """The world tile cache of a synthetic drive (named in its datum file); None for real drives."""
         if drive.path not in self._drive_world:

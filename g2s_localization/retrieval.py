@@ -1,8 +1,7 @@
 """Cross-view retrieval pieces after LPN (square-ring part pooling) and the University-1652 protocol.
 
-Part of issue 6 (relocalization without GNSS); what is here: the LPN pooling and descriptor
-network, Recall@K / AP metrics and the University-1652 layout reader. Training, the tile
-index and the node integration are not here yet.
+Used by :mod:`.relocalization` (descriptor index over the tile cache, relocalization without
+GNSS) and :mod:`.retrieval_training` (training on the synthetic world).
 """
 from __future__ import annotations
 
@@ -36,15 +35,23 @@ def square_ring_pool(features: Tensor, rings: int = 4) -> Tensor:
 
 
 class LPNEmbedder(nn.Module):
-    """Image ``(B, 3, H, W)`` -> L2-normalised descriptor ``(B, rings * dim)``; shared by both views."""
+    """Overhead image ``(B, C, H, W)`` -> L2-normalised descriptor ``(B, rings * dim)``.
 
-    def __init__(self, dim: int = 64, rings: int = 4, width: int = 32) -> None:
+    One network for both views (the ground view enters as its bird's-eye projection, so both are
+    overhead images): ``len(widths)`` stride-2 stages, then square-ring part pooling and one
+    linear head per ring, as LPN does.
+    """
+
+    def __init__(self, dim: int = 64, rings: int = 4, width: int = 32, in_channels: int = 3,
+                 stages: int = 4) -> None:
         super().__init__()
         self.rings = rings
-        layers, cin = [], 3
-        for cout in (width, width * 2, width * 2, width * 4):
+        layers, cin = [], in_channels
+        for i in range(stages):
+            cout = width * min(2**i, 4)
             layers += [nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.GroupNorm(8, cout), nn.ReLU(inplace=True)]
             cin = cout
+        layers += [nn.Conv2d(cin, cin, 3, 1, 1, bias=False), nn.GroupNorm(8, cin), nn.ReLU(inplace=True)]
         self.backbone = nn.Sequential(*layers)
         self.heads = nn.ModuleList(nn.Linear(cin, dim) for _ in range(rings))
 
