@@ -197,8 +197,7 @@ class BaselineRegistrar(Registrar):
         bev = edge_features(project_image_to_bev(grey(image), grid, valid))
         mask = erode(valid)
         satellite = edge_features(F.avg_pool2d(grey(batch["satellite"].to(d)), 2))
-        scale = 0.5  # two channels of unit RMS each: scores on the learned features' scale
-        return bev * scale, mask, satellite
+        return bev, mask, satellite  # no rescaling: correlations divide by the template's RMS
 
 
 class PriorRegistrar(Registrar):

@@ -40,7 +40,8 @@ class RetrievalPairs:
 def prepare_pairs(dataset: KittiRegistrationDataset, config: RetrievalConfig, every: int = 2, seed: int = 0,
                   progress: bool = True) -> RetrievalPairs:
     rng = np.random.default_rng(seed)
-    queries, positives, worlds, positions, world_ids = [], [], [], [], {}
+    queries, positives, worlds, positions = [], [], [], []
+    world_frames: dict[int, tuple[int, EnuFrame]] = {}  # tile cache -> (world id, ENU frame at its first frame)
     footprint = None
     for index in tqdm(range(0, len(dataset), every), desc="retrieval pairs", disable=not progress):
         item = dataset[index]
@@ -60,8 +61,9 @@ def prepare_pairs(dataset: KittiRegistrationDataset, config: RetrievalConfig, ev
         heading = float(item["true_yaw"]) + math.radians(rng.uniform(-0.5, 0.5) * config.heading_step_deg)
         positives.append(gallery_input(satellite_patch(tiles, float(jlat), float(jlon), heading, config)[None],
                                        footprint)[0])
-        worlds.append(world_ids.setdefault(id(tiles), len(world_ids)))
-        e, n, _ = EnuFrame(49.0, 8.4).to_enu(lat, lon)
+        world_id, world_frame = world_frames.setdefault(id(tiles), (len(world_frames), frame))
+        worlds.append(world_id)
+        e, n, _ = world_frame.to_enu(lat, lon)
         positions.append((e, n))
     return RetrievalPairs(torch.stack(queries), torch.stack(positives), torch.tensor(worlds),
                           torch.tensor(positions, dtype=torch.float32))
