@@ -1,17 +1,25 @@
-"""Relocalization without GNSS on the SYNTHETIC cross-area town: retrieval recall and time.
+"""Relocalization without GNSS on a SYNTHETIC unseen town: place recall, pose error and time.
 
-Builds (or reuses) the descriptor index over the unseen town's whole tile cache (8 m grid, 30 deg
-headings), embeds the camera frames of its drive, and prints Recall@1/5/10 and AP (a gallery
-entry is a true match when within 8 m and 15 deg of the truth, as University-1652 counts the
-matching satellite images), the place-only Recall@1 (top-1 within 10 m: inside the registration's
-+-20 m window), then full relocalizations (retrieve 3 places, register at each, keep the best)
-with their error and wall time. No GNSS and no heading are used.
+For every ``--every``-th camera frame of the split (the query), the relocalizer is fed the
+frames behind it on the same drive, ``frame_spacing_m`` apart (dead reckoning = true relative
+motion with a 2 % odometry scale error; heading = the drive's IMU heading, which has its own
+bias), then relocalizes the query. No GNSS is used. Printed:
 
-Targets (issue 6): Recall@1 above 80 %, relocalization under 2 s on CPU.
+* place Recall@1 / @3: the best (any of the 3) map-search candidate within 8 m of the truth;
+* the relocalized pose (after fine registration): error, share within 1 m / 5 m, how many the node
+  would publish (confidence >= 0.05 and position std <= 5 m) and how many of those are > 5 m off,
+  and how often the truth lies outside the pose's 99 % covariance ellipse;
+* time per frame (map search + fine registration of the candidates), CPU.
+
+With ``--lpn-index`` it also prints the LPN descriptor retrieval's Recall@1/5/10 and AP for the
+same queries (single frames, against that index).
+
+Targets (issue 6): Recall@1 above 80 % over a 1 km x 1 km cache, relocalization under 2 s on CPU.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -20,81 +28,154 @@ import torch
 
 from g2s_localization.datasets import KittiRegistrationDataset
 from g2s_localization.geodesy import EnuFrame, wrap_angle
+from g2s_localization.map_search import MapSearchConfig, SatelliteFeatureMap, build_feature_map
 from g2s_localization.registration import LearnedRegistrar
-from g2s_localization.relocalization import DescriptorIndex, Relocalizer, build_index, camera_footprint, query_input
-from g2s_localization.retrieval import average_precision, recall_at_k
-from g2s_localization.retrieval_training import DEFAULT_RETRIEVAL_WEIGHTS, load_embedder
+from g2s_localization.relocalizer import Relocalizer
 from g2s_localization.synthetic import load_world
+
+
+def lpn_recall(index_path: Path, dataset: KittiRegistrationDataset, rows: list[int]) -> str:
+    from g2s_localization.relocalization import DescriptorIndex, camera_footprint, query_input
+    from g2s_localization.retrieval import average_precision, recall_at_k
+    from g2s_localization.retrieval_training import load_embedder
+
+    embedder, config = load_embedder()
+    index = DescriptorIndex.load(index_path)
+    footprint = camera_footprint(dataset.drives[dataset.frames[0].drive_index].camera(), dataset.camera_height_m,
+                                 config)
+    frame, descriptors, truth = EnuFrame(*index.origin), [], []
+    with torch.no_grad():
+        for i in rows:
+            item = {k: v[None] for k, v in dataset[i].items()}
+            x = query_input(item["image"], item["K"], item["camera_height"], item["pitch"], item["roll"], footprint,
+                            config)
+            descriptors.append(embedder(x).numpy()[0])
+            e, n, _ = frame.to_enu(*(float(v) for v in item["true_latlon"][0]))
+            truth.append((e, n, float(item["true_yaw"][0])))
+    t = np.array(truth)
+    similarity = np.stack(descriptors) @ index.descriptors.T
+    distance = np.hypot(index.positions_en[None, :, 0] - t[:, None, 0], index.positions_en[None, :, 1] - t[:, None, 1])
+    heading_error = np.abs(wrap_angle(index.headings[None, :] - t[:, None, 2]))
+    positives = (distance <= config.stride_m) & (heading_error <= math.radians(config.heading_step_deg / 2) + 1e-6)
+    r = recall_at_k(similarity, positives, (1, 5, 10))
+    return (f"LPN descriptors ({len(index)} patches, single frames, no heading): Recall@1 {r[1]:.1f} %, "
+            f"R@5 {r[5]:.1f} %, R@10 {r[10]:.1f} %, AP {average_precision(similarity, positives):.1f} %")
+
+
+def fit_temperature(evidence: list[tuple[list[float], int, list[float]]]) -> float:
+    """Temperature whose candidate weights best predict which candidate is within 8 m (max likelihood)."""
+    from g2s_localization.relocalizer import candidate_weights
+
+    grid = np.geomspace(1e-3, 1.0, 61)
+    nll = []
+    for temperature in grid:
+        total = 0.0
+        for scores, frames, place in evidence:
+            p = candidate_weights(np.array(scores), frames, temperature)
+            correct = np.array(place) <= 8.0
+            if correct.any():  # a query with no right candidate says nothing about how to weigh them
+                total -= math.log(max(float(p[correct].sum()), 1e-12))
+        nll.append(total)
+    return float(grid[int(np.argmin(nll))])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=Path("data/g2s_synth"))
-    parser.add_argument("--split", default="test2")
-    parser.add_argument("--world", default="town20", help="the split's world under <root>/worlds")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_RETRIEVAL_WEIGHTS)
-    parser.add_argument("--index", type=Path, default=Path("out/relocalization/index_town20.safetensors"))
-    parser.add_argument("--every", type=int, default=4, help="use every n-th frame as a query")
-    parser.add_argument("--relocalize", type=int, default=20, help="full relocalizations to time")
+    parser.add_argument("--root", type=Path, default=Path("data/g2s_km"))
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--world", default="town40", help="the split's world under <root>/worlds")
+    parser.add_argument("--map", type=Path, default=None, help="feature map file (built and cached when missing)")
+    parser.add_argument("--every", type=int, default=8, help="use every n-th frame as a query")
+    parser.add_argument("--frames", type=int, default=MapSearchConfig.frames)
+    parser.add_argument("--lpn-index", type=Path, default=None)
+    parser.add_argument("--fit", action="store_true", help="print the candidate temperature that fits these queries")
     args = parser.parse_args()
 
-    embedder, config = load_embedder(args.weights)
-    world_dir = args.root / "worlds" / args.world
-    world = load_world(world_dir)
+    registrar = LearnedRegistrar.from_checkpoint(device="cpu")
+    world = load_world(args.root / "worlds" / args.world)
     dataset = KittiRegistrationDataset(args.root, args.split)
     tiles = dataset.tile_cache(0)
-    drive = dataset.drives[dataset.frames[0].drive_index]
-    camera = drive.camera()
-    footprint = camera_footprint(camera, dataset.camera_height_m, config)
-    if args.index.is_file():
-        index = DescriptorIndex.load(args.index)
+    config = MapSearchConfig(frames=args.frames)
+    map_path = args.map or Path(f"out/relocalization/features_{args.world}.safetensors")
+    if map_path.is_file():
+        feature_map = SatelliteFeatureMap.load(map_path)
     else:
         start = time.perf_counter()
-        half = world.config.size_m / 2 - config.patch_px * config.metres_per_px / 2
         anchor = (world.config.anchor_lat_deg, world.config.anchor_lon_deg)
-        index = build_index(tiles, embedder, footprint, anchor, half, config)
-        args.index.parent.mkdir(parents=True, exist_ok=True)
-        index.save(args.index)
-        print(f"index built in {time.perf_counter() - start:.0f} s")
-    extent = np.ptp(index.positions_en, 0) + config.stride_m
-    print(f"gallery: {len(index)} patches over {extent[0]:.0f} m x {extent[1]:.0f} m of {args.world} (SYNTHETIC), "
-          f"{config.stride_m:g} m grid, {config.heading_step_deg:g} deg headings")
+        feature_map = build_feature_map(tiles, registrar, anchor, world.config.size_m / 2, config.pool)
+        map_path.parent.mkdir(parents=True, exist_ok=True)
+        feature_map.save(map_path)
+        print(f"feature map built in {time.perf_counter() - start:.0f} s")
+    h, w = feature_map.shape
+    print(f"cache: {args.world} (SYNTHETIC), searched area {w * feature_map.cell_m:.0f} m x {h * feature_map.cell_m:.0f} m "
+          f"({100 * float(feature_map.valid.float().mean()):.0f} % covered), {feature_map.cell_m:g} m cells")
 
-    frame = EnuFrame(*index.origin)
+    frame = EnuFrame(*feature_map.origin)
+    truth = []
+    for ref in dataset.frames:
+        g = dataset._truth[ref.drive_index][ref.frame]
+        e, n, _ = frame.to_enu(g.lat, g.lon)
+        truth.append((e, n))
+    truth_a = np.array(truth)
+    relocalizer = Relocalizer(registrar, tiles, feature_map, config)
+    rng = np.random.default_rng(0)
+    hits1, hits3, errors, published_wrong, times, used_frames, evidence = [], [], [], [], [], [], []
     rows = list(range(0, len(dataset), args.every))
-    descriptors, truth = [], []
-    with torch.no_grad():
-        for i in rows:
-            item = {k: v[None] for k, v in dataset[i].items()}
-            x = query_input(item["image"], item["K"], item["camera_height"], item["pitch"], item["roll"], footprint, config)
-            descriptors.append(embedder(x).numpy()[0])
-            e, n, _ = frame.to_enu(*(float(v) for v in item["true_latlon"][0]))
-            truth.append((e, n, float(item["true_yaw"][0])))
-    q, t = np.stack(descriptors), np.array(truth)
-    similarity = q @ index.descriptors.T
-    distance = np.hypot(index.positions_en[None, :, 0] - t[:, None, 0], index.positions_en[None, :, 1] - t[:, None, 1])
-    heading_error = np.abs(wrap_angle(index.headings[None, :] - t[:, None, 2]))
-    positives = (distance <= config.stride_m) & (heading_error <= np.radians(config.heading_step_deg / 2) + 1e-6)
-    recalls = recall_at_k(similarity, positives, (1, 5, 10))
-    place_r1 = 100.0 * float((distance[np.arange(len(q)), similarity.argmax(1)] <= 10.0).mean())
-    print(f"{len(q)} queries: Recall@1 {recalls[1]:.1f} %, Recall@5 {recalls[5]:.1f} %, Recall@10 {recalls[10]:.1f} %, "
-          f"AP {average_precision(similarity, positives):.1f} %; top-1 within 10 m: {place_r1:.1f} %")
-
-    relocalizer = Relocalizer(embedder, index, LearnedRegistrar.from_checkpoint(device="cpu"), tiles)
-    errors, times = [], []
-    for i in rows[:: max(1, len(rows) // args.relocalize)][: args.relocalize]:
-        ref = dataset.frames[i]
-        image = dataset.drives[ref.drive_index].image(ref.frame)
-        item = dataset[i]
-        start = time.perf_counter()
-        result = relocalizer.relocalize(image, camera, dataset.camera_height_m, float(item["pitch"]), float(item["roll"]))
-        times.append(time.perf_counter() - start)
-        e, n, _ = EnuFrame(*(float(v) for v in item["true_latlon"])).to_enu(result.result.lat_deg, result.result.lon_deg)
-        errors.append(float(np.hypot(e, n)))
-    errors_a, times_a = np.array(errors), np.array(times)
-    print(f"relocalization ({len(errors)} frames, no GNSS, no heading): median error {np.median(errors_a):.2f} m, "
-          f"within 1 m {100 * (errors_a <= 1).mean():.0f} %, within 5 m {100 * (errors_a <= 5).mean():.0f} %; "
-          f"time median {np.median(times_a):.2f} s, max {times_a.max():.2f} s (CPU, {torch.get_num_threads()} threads)")
+    for q in rows:
+        drive = dataset.frames[q].drive_index
+        sequence, last = [q], truth_a[q]
+        for j in range(q - 1, -1, -1):  # walk back along the drive, keeping frames spacing apart
+            if dataset.frames[j].drive_index != drive or len(sequence) == config.frames:
+                break
+            if np.hypot(*(truth_a[j] - last)) >= config.frame_spacing_m:
+                sequence.append(j)
+                last = truth_a[j]
+        relocalizer.reset()
+        scale = 1.0 + rng.normal(0.0, 0.02)
+        for j in reversed(sequence):
+            ref = dataset.frames[j]
+            d = dataset.drives[ref.drive_index]
+            oxts = d.oxts(ref.frame)
+            image, camera = d.image(ref.frame), d.camera()
+            position = tuple(float(v) for v in (truth_a[j] - truth_a[q]) * scale)
+            start = time.perf_counter()
+            if j != q:
+                relocalizer.observe(image, camera, oxts.yaw, position, dataset.camera_height_m, oxts.pitch, oxts.roll)
+                continue
+            result = relocalizer.update(image, camera, oxts.yaw, position, dataset.camera_height_m, oxts.pitch,
+                                        oxts.roll)
+            times.append(time.perf_counter() - start)
+        place = [math.hypot(c.east_m - truth_a[q, 0], c.north_m - truth_a[q, 1]) for c in result.candidates]
+        hits1.append(place[0] <= 8.0)
+        hits3.append(min(place) <= 8.0)
+        e, n, _ = frame.to_enu(result.result.lat_deg, result.result.lon_deg)
+        errors.append(math.hypot(e - truth_a[q, 0], n - truth_a[q, 1]))
+        delta = np.array([e - truth_a[q, 0], n - truth_a[q, 1]])
+        cov = result.result.covariance[:2, :2]
+        published = result.result.confidence >= 0.05 and math.sqrt(np.linalg.eigvalsh(cov).max()) <= 5.0
+        published_wrong.append((published, published and errors[-1] > 5.0,
+                                float(delta @ np.linalg.solve(cov, delta)) > 9.21))
+        used_frames.append(result.frames)
+        evidence.append(([c.map_score for c in result.candidates], result.frames, place))
+    err, t = np.array(errors), np.array(times)
+    print(f"{len(rows)} queries, {np.mean(used_frames):.1f} frames each ({config.frame_spacing_m:g} m apart), "
+          f"heading from the IMU, no GNSS:")
+    print(f"  place Recall@1 {100 * np.mean(hits1):.1f} %, Recall@3 {100 * np.mean(hits3):.1f} %")
+    print(f"  relocalized pose: median error {np.median(err):.2f} m, within 1 m {100 * (err <= 1).mean():.1f} %, "
+          f"within 5 m {100 * (err <= 5).mean():.1f} %")
+    pub = np.array(published_wrong)
+    print(f"  published (confidence >= 0.05, std <= 5 m): {100 * pub[:, 0].mean():.1f} %, of which > 5 m off: "
+          f"{100 * pub[:, 1].sum() / max(pub[:, 0].sum(), 1):.1f} %; truth outside the 99 % ellipse (all): "
+          f"{100 * pub[:, 2].mean():.1f} %")
+    print(f"  time per frame: median {np.median(t):.2f} s, max {t.max():.2f} s (CPU, {torch.get_num_threads()} threads)")
+    full = np.array(used_frames) == config.frames
+    if full.any():
+        print(f"  queries with the full {config.frames}-frame window ({full.sum()}): place Recall@1 "
+              f"{100 * np.mean(np.array(hits1)[full]):.1f} %, pose within 1 m {100 * (err[full] <= 1).mean():.1f} %")
+    if args.fit:
+        print(f"  candidate temperature fit: {fit_temperature(evidence):.4f}")
+    if args.lpn_index is not None:
+        print(lpn_recall(args.lpn_index, dataset, rows))
 
 
 if __name__ == "__main__":

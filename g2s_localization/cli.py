@@ -121,6 +121,20 @@ def _build_index(args: argparse.Namespace) -> None:
     print(f"{len(index)} descriptors written to {index.save(args.out)}")
 
 
+def _build_feature_map(args: argparse.Namespace) -> None:
+    from .map_search import MapSearchConfig, build_feature_map
+    from .registration import registrar_from_weights
+    from .tile_sources import open_tile_source
+    from .tiles import TileCache
+
+    registrar = registrar_from_weights(args.weights, args.device)
+    feature_map = build_feature_map(TileCache(open_tile_source(args.tiles)), registrar, (args.lat, args.lon),
+                                    args.half_extent, MapSearchConfig.pool)
+    h, w = feature_map.shape
+    print(f"{w}x{h} cells of {feature_map.cell_m:g} m ({100 * float(feature_map.valid.float().mean()):.0f} % inside "
+          f"the cache) for the {registrar.name} registrar written to {feature_map.save(args.out)}")
+
+
 def _replay(args: argparse.Namespace) -> None:
     from .replay import replay
 
@@ -219,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, default=None, help="retrieval weights (default: shipped)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_build_index)
+
+    p = sub.add_parser("build-feature-map", help="satellite feature map of a tile cache, for relocalization")
+    p.add_argument("tiles", type=Path, help="XYZ folder or .mbtiles")
+    p.add_argument("--lat", type=float, required=True, help="centre of the mapped square (WGS84)")
+    p.add_argument("--lon", type=float, required=True)
+    p.add_argument("--half-extent", type=float, default=500.0, help="metres from the centre to each side")
+    p.add_argument("--weights", default="", help="as the node's weights parameter: '', 'baseline' or a path")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_build_feature_map)
 
     p = sub.add_parser("replay", help="publish a rosbag2 over DDS with /clock")
     p.add_argument("bag", type=Path)

@@ -8,6 +8,10 @@ thread (queue of one: stale frames are dropped and counted), and publishes:
 * ``/diagnostics``      diagnostic_msgs/DiagnosticArray
 * ``~/satellite_prior`` sensor_msgs/Image: heading-aligned patch around the prior (SA-Occ BEV prior)
 
+With ``relocalization_map`` set, frames without usable GNSS (or whose registration lands beyond
+``relocalization_gate_m`` of the fix) are relocalized over the whole cache along the track that
+odom->base_link describes (:mod:`.relocalizer`); they publish with state RELOCALIZED once unambiguous.
+
 Resources are created in :meth:`G2SNode.configure` and released in :meth:`G2SNode.shutdown`.
 """
 from __future__ import annotations
@@ -60,6 +64,10 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "base_frame": ("base_link", "vehicle body frame"),
     "publish_tf": (True, "publish the map transform on /tf"),
     "tf_mode": ("auto", "'auto', 'map_odom' or 'map_base'"),
+    "relocalization_map": ("", "feature map of the cache (g2s build-feature-map) for relocalization without "
+                               "GNSS; '' = off"),
+    "relocalization_gate_m": (15.0, "registration this far from the GNSS fix means relocalize instead, metres"),
+    "relocalization_max_std_m": (5.0, "relocalizations with a larger position std are withheld, metres"),
 }
 LEVELS = {State.OK: DiagnosticStatus.OK, State.RELOCALIZED: DiagnosticStatus.OK,
           State.LOW_CONFIDENCE: DiagnosticStatus.WARN, State.NO_GNSS: DiagnosticStatus.WARN,
@@ -80,7 +88,7 @@ class G2SNode(Node):
         self._queue: queue.Queue[Frame] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
-        self.counters = {"received": 0, "processed": 0, "dropped": 0, "published": 0}
+        self.counters = {"received": 0, "processed": 0, "dropped": 0, "published": 0, "relocalized": 0}
         self.last_latency_s = math.nan
 
     def p(self, name: str):
@@ -89,14 +97,14 @@ class G2SNode(Node):
     # ------------------------------------------------------------------ lifecycle
     def configure(self) -> None:
         """Validate parameters, open tiles and weights, create publishers/subscriptions, start the worker."""
-        from .registration import BaselineRegistrar, LearnedRegistrar
+        from .registration import registrar_from_weights
         from .tile_sources import TileError, open_tile_source
         from .tiles import TileCache
 
         if self.p("tf_mode") not in ("auto", "map_odom", "map_base"):
             raise ConfigurationError(f"tf_mode must be auto, map_odom or map_base, got {self.p('tf_mode')!r}")
         for name in ("min_confidence", "sync_slop_s", "max_gnss_age_s", "max_imu_age_s", "camera_height_m",
-                     "covariance_inflation"):
+                     "covariance_inflation", "relocalization_gate_m", "relocalization_max_std_m"):
             value = self.p(name)
             if not (isinstance(value, float) and math.isfinite(value) and value >= 0):
                 raise ConfigurationError(f"parameter {name} must be a finite non-negative number, got {value!r}")
@@ -108,18 +116,20 @@ class G2SNode(Node):
             raise ConfigurationError(f"cannot open tiles: {exc}") from exc
         device = None if self.p("device") == "auto" else self.p("device")
         try:
-            weights = self.p("weights")
-            registrar = BaselineRegistrar(device=device) if weights == "baseline" else (
-                LearnedRegistrar.from_checkpoint(weights, device) if weights else LearnedRegistrar.from_checkpoint(
-                    device=device))
+            registrar = registrar_from_weights(self.p("weights"), device)
         except ValueError as exc:
             raise ConfigurationError(f"cannot load weights: {exc}") from exc
+        relocalizer = self._relocalizer(registrar, tiles) if self.p("relocalization_map") else None
         datum = None
         if math.isfinite(self.p("datum_lat_deg")) and math.isfinite(self.p("datum_lon_deg")):
             datum = EnuFrame(self.p("datum_lat_deg"), self.p("datum_lon_deg"))
+        elif relocalizer is not None:  # GNSS may never come: the map's own origin is the datum
+            datum = EnuFrame(*relocalizer.map.origin)
         config = PipelineConfig(self.p("camera_height_m"), self.p("min_confidence"), self.p("max_gnss_age_s"),
-                                self.p("max_imu_age_s"), covariance_inflation=self.p("covariance_inflation"))
-        self.localizer = Localizer(registrar, tiles, datum or EnuFrame(0.0, 0.0), config)
+                                self.p("max_imu_age_s"), covariance_inflation=self.p("covariance_inflation"),
+                                relocalization_gate_m=self.p("relocalization_gate_m"),
+                                relocalization_max_std_m=self.p("relocalization_max_std_m"))
+        self.localizer = Localizer(registrar, tiles, datum or EnuFrame(0.0, 0.0), config, relocalizer)
         self._datum_set = datum is not None
         self.fixes: NearestBuffer = NearestBuffer()
         self.attitudes: NearestBuffer = NearestBuffer()
@@ -145,6 +155,19 @@ class G2SNode(Node):
         self._worker.start()
         self.get_logger().info(f"configured: tiles {self.p('tiles_path')}, registrar {registrar.name} on "
                                f"{registrar.device}")
+
+    def _relocalizer(self, registrar, tiles):
+        from .map_search import SatelliteFeatureMap
+        from .relocalizer import Relocalizer
+
+        try:
+            feature_map = SatelliteFeatureMap.load(self.p("relocalization_map"))
+        except ValueError as exc:
+            raise ConfigurationError(f"cannot load the relocalization map: {exc}") from exc
+        if feature_map.registrar_name != registrar.name:
+            raise ConfigurationError(f"relocalization map was built with the {feature_map.registrar_name!r} "
+                                     f"registrar, the node runs {registrar.name!r}; rebuild it (g2s build-feature-map)")
+        return Relocalizer(registrar, tiles, feature_map)
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -210,7 +233,9 @@ class G2SNode(Node):
             time.sleep(0.002)
         fix = self.fixes.nearest(frame.stamp_s, max(slop, self.p("max_gnss_age_s")))
         att = self.attitudes.nearest(frame.stamp_s, max(slop, self.p("max_imu_age_s")))
-        return replace(frame, gnss=fix[1] if fix else None, attitude=att[1] if att else None)
+        odom = self.odom.nearest(frame.stamp_s, max(slop, 0.2))
+        return replace(frame, gnss=fix[1] if fix else None, attitude=att[1] if att else None,
+                       odometry=odom[1] if odom else None)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -255,6 +280,7 @@ class G2SNode(Node):
             status.pose = pose.pose
             self.pose_pub.publish(pose)
             self.counters["published"] += 1
+            self.counters["relocalized"] += outcome.state == State.RELOCALIZED
             if self.p("publish_tf"):
                 self._publish_tf(outcome)
         self.status_pub.publish(status)

@@ -95,9 +95,18 @@ class Registrar:
 
     temperature: float = 0.05
 
+    def ground_features(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """BEV features ``(B, C, S, S)`` (heading up, camera ground point at the centre), mask ``(B, S, S)``."""
+        raise NotImplementedError
+
+    def satellite_features(self, satellite: Tensor) -> Tensor:
+        """Satellite image ``(B, 3, 2L, 2L)`` in 0..1 at half the BEV cell -> features ``(B, C, L, L)``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
     def features(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """BEV features ``(B, C, S, S)``, BEV mask ``(B, S, S)``, satellite features ``(B, C, L, L)``."""
-        raise NotImplementedError
+        return (*self.ground_features(batch), self.satellite_features(batch["satellite"]))
 
     @torch.no_grad()
     def search(self, batch: dict[str, Tensor]) -> SearchResult:
@@ -116,25 +125,29 @@ class Registrar:
                  prior_lon: float, prior_yaw: float, camera_height_m: float = 1.65, pitch: float = 0.0,
                  roll: float = 0.0) -> RegistrationResult:
         """Register one RGB image against the tile cache around a prior (WGS84, ENU yaw)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
-        if image.shape[:2] != (camera.height, camera.width):
-            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the camera is {camera.width}x{camera.height}")
         cfg = self.config
         patch = tiles.crop(prior_lat, prior_lon, prior_yaw, cfg.satellite_input_px, cfg.satellite_metres_per_px)
-        t = lambda x: torch.tensor([x], dtype=torch.float32)  # noqa: E731
-        batch = {
-            "image": torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0,
-            "K": torch.tensor(camera.matrix(), dtype=torch.float32)[None],
-            "camera_height": t(camera_height_m), "pitch": t(pitch), "roll": t(roll),
-            "satellite": torch.from_numpy(patch.image).permute(2, 0, 1)[None].float() / 255.0,
-        }
+        batch = live_batch(image, camera, camera_height_m, pitch, roll)
+        batch["satellite"] = torch.from_numpy(patch.image).permute(2, 0, 1)[None].float() / 255.0
         est = self.estimate(batch)
         offset, yaw, cov = to_map_frame(est, torch.tensor([prior_yaw], dtype=torch.float64, device=est.forward_m.device))
         lat, lon, _ = EnuFrame(prior_lat, prior_lon).to_geodetic(
             np.array([float(offset[0, 0]), float(offset[0, 1]), 0.0]))
         return RegistrationResult(float(lat), float(lon), float(wrap_angle(float(yaw[0]))),
                                   cov[0].cpu().numpy(), float(est.confidence[0]), patch.image)
+
+
+def live_batch(image: NDArray[np.uint8], camera: PinholeCamera, camera_height_m: float, pitch: float,
+               roll: float) -> dict[str, Tensor]:
+    """A batch of one from a live RGB image (no satellite entry); bad shapes raise ValueError."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+    if image.shape[:2] != (camera.height, camera.width):
+        raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the camera is {camera.width}x{camera.height}")
+    t = lambda x: torch.tensor([x], dtype=torch.float32)  # noqa: E731
+    return {"image": torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0,
+            "K": torch.tensor(camera.matrix(), dtype=torch.float32)[None],
+            "camera_height": t(camera_height_m), "pitch": t(pitch), "roll": t(roll)}
 
 
 class LearnedRegistrar(Registrar):
@@ -164,11 +177,14 @@ class LearnedRegistrar(Registrar):
         return cls(net, device, float(calibrated) if calibrated else None)
 
     @torch.no_grad()
-    def features(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def ground_features(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         d = self.device
-        bev, mask = self.net.ground_bev(batch["image"].to(d), batch["K"].to(d), batch["camera_height"].to(d),
-                                        batch["pitch"].to(d), batch["roll"].to(d))
-        return bev, mask, self.net.satellite_features(batch["satellite"].to(d))
+        return self.net.ground_bev(batch["image"].to(d), batch["K"].to(d), batch["camera_height"].to(d),
+                                   batch["pitch"].to(d), batch["roll"].to(d))
+
+    @torch.no_grad()
+    def satellite_features(self, satellite: Tensor) -> Tensor:
+        return self.net.satellite_features(satellite.to(self.device))
 
 
 class BaselineRegistrar(Registrar):
@@ -187,17 +203,19 @@ class BaselineRegistrar(Registrar):
         self.temperature = temperature
 
     @torch.no_grad()
-    def features(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def ground_features(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         cfg, d = self.config, self.device
         image = batch["image"].to(d)
         h, w = image.shape[-2:]
         R = rotation_ground_from_camera(batch["pitch"].to(d), batch["roll"].to(d))
         grid, valid = bev_sampling_grid(batch["K"].to(d), R, batch["camera_height"].to(d), (w, h), cfg.bev_size,
                                         cfg.bev_metres_per_px)
-        bev = edge_features(project_image_to_bev(grey(image), grid, valid))
-        mask = erode(valid)
-        satellite = edge_features(F.avg_pool2d(grey(batch["satellite"].to(d)), 2))
-        return bev, mask, satellite  # no rescaling: correlations divide by the template's RMS
+        return edge_features(project_image_to_bev(grey(image), grid, valid)), erode(valid)
+
+    @torch.no_grad()
+    def satellite_features(self, satellite: Tensor) -> Tensor:
+        # no rescaling: correlations divide by the template's RMS
+        return edge_features(F.avg_pool2d(grey(satellite.to(self.device)), 2))
 
 
 class PriorRegistrar(Registrar):
@@ -214,3 +232,11 @@ class PriorRegistrar(Registrar):
         cov = torch.diag(torch.tensor([r * r / 3, r * r / 3, y * y / 3])).expand(b, 3, 3)  # uniform window
         zero = torch.zeros(b)
         return PoseEstimate(zero, zero, zero, cov, torch.zeros(b), torch.zeros(b, 1, 1, 1))
+
+
+def registrar_from_weights(weights: str | Path = "", device: str | torch.device | None = None) -> Registrar:
+    """'' = the shipped weights, 'baseline' = the training-free registrar, else a safetensors path
+    (the node's ``weights`` parameter); a bad file raises CheckpointError (a ValueError)."""
+    if str(weights) == "baseline":
+        return BaselineRegistrar(device=device)
+    return LearnedRegistrar.from_checkpoint(weights or DEFAULT_WEIGHTS, device)

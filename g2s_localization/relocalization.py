@@ -1,4 +1,4 @@
-"""Relocalization without GNSS: LPN descriptors over the tile cache, then fine registration.
+"""LPN descriptors over the tile cache: the descriptor route to relocalization without GNSS.
 
 Both views are overhead images of the same footprint: the camera image projected to a
 bird's-eye grid by camera geometry (vehicle at the centre, heading up), and satellite patches
@@ -7,16 +7,14 @@ Each is reduced to grey level and edges (``overhead_channels``) before the share
 which narrows the ground/satellite appearance gap a small network would otherwise have to learn.
 
 :class:`DescriptorIndex` holds the gallery (safetensors on disk, no pickle) and searches it
-exactly, with faiss when it is installed and the gallery is large, numpy otherwise.
-:class:`Relocalizer` retrieves distinct candidate places and runs the registrar on each; the
-answer is the best registration, with a covariance that also spans the other candidates that
-registered nearly as well, so an ambiguous relocalization says so.
+exactly, with faiss when it is installed and the gallery is large, numpy otherwise. On the
+synthetic towns a single-view descriptor is far from the recall the node needs, so the node's
+relocalizer (:mod:`.relocalizer`) searches the map by correlation over a trajectory instead;
+this index serves the University-1652-style retrieval protocol and the comparison benchmark.
 """
 from __future__ import annotations
 
 import json
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +26,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from .camera import PinholeCamera, bev_sampling_grid, project_image_to_bev, rotation_ground_from_camera
-from .geodesy import EnuFrame, wrap_angle
+from .camera import (
+    PinholeCamera,
+    bev_sampling_grid,
+    project_image_to_bev,
+    rotation_ground_from_camera,
+)
+from .geodesy import EnuFrame
 from .model import edge_features, erode, grey
-from .registration import Registrar, RegistrationResult
 from .retrieval import LPNEmbedder
 from .tile_sources import TileError
 from .tiles import TileCache
@@ -111,7 +113,7 @@ class DescriptorIndex:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "DescriptorIndex":
+    def load(cls, path: str | Path) -> DescriptorIndex:
         """Safetensors only; a missing, corrupt or foreign file raises ValueError."""
         try:
             tensors = load_file(str(path))
@@ -190,86 +192,3 @@ def build_index(tiles: TileCache, embedder: LPNEmbedder, footprint: Tensor, orig
         raise ValueError(f"no grid point within {half_extent_m} m of {origin} is inside the tile cache")
     return DescriptorIndex(origin, np.asarray(positions, np.float32), np.asarray(yaws, np.float32),
                            np.concatenate(descriptors).astype(np.float32), config)
-
-
-@dataclass(frozen=True)
-class Relocalization:
-    """The chosen pose plus what led to it (for status, diagnostics and the benchmark)."""
-
-    result: RegistrationResult
-    candidates: list[tuple[float, float, float, float]]  # (lat, lon, heading, registration confidence)
-    retrieval_s: float
-    total_s: float
-
-
-class Relocalizer:
-    """Retrieve distinct candidate places for a camera image, register at each, keep the best."""
-
-    def __init__(self, embedder: LPNEmbedder, index: DescriptorIndex, registrar: Registrar, tiles: TileCache,
-                 candidates: int = 3, min_separation_m: float = 20.0) -> None:
-        self.embedder, self.index, self.registrar, self.tiles = embedder.eval(), index, registrar, tiles
-        self.candidates, self.min_separation_m = candidates, min_separation_m
-        self.frame = EnuFrame(*index.origin)
-
-    @torch.no_grad()
-    def describe(self, image: NDArray[np.uint8], camera: PinholeCamera, camera_height_m: float,
-                 pitch: float = 0.0, roll: float = 0.0) -> NDArray[np.float32]:
-        cfg = self.index.config
-        t = lambda x: torch.tensor([x], dtype=torch.float32)  # noqa: E731
-        rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-        footprint = camera_footprint(camera, camera_height_m, cfg)
-        x = query_input(rgb, camera.matrix_tensor()[None], t(camera_height_m), t(pitch), t(roll), footprint, cfg)
-        return self.embedder(x).numpy()
-
-    def retrieve(self, descriptor: NDArray[np.float32], heading_hint: float | None = None,
-                 heading_tolerance: float = math.radians(30.0)) -> list[tuple[float, float, float]]:
-        """Distinct places (east, north, heading), best first; ``heading_hint`` (ENU yaw) narrows the gallery."""
-        mask = None
-        if heading_hint is not None:
-            mask = np.abs(wrap_angle(self.index.headings - heading_hint)) <= heading_tolerance
-        _, rows = self.index.search(descriptor, 20 * self.candidates, mask)
-        chosen: list[tuple[float, float, float]] = []
-        for row in rows[0]:
-            e, n = (float(v) for v in self.index.positions_en[row])
-            if all(math.hypot(e - c[0], n - c[1]) >= self.min_separation_m for c in chosen):
-                chosen.append((e, n, float(self.index.headings[row])))
-            if len(chosen) == self.candidates:
-                break
-        return chosen
-
-    def relocalize(self, image: NDArray[np.uint8], camera: PinholeCamera, camera_height_m: float = 1.65,
-                   pitch: float = 0.0, roll: float = 0.0, heading_hint: float | None = None) -> Relocalization:
-        start = time.perf_counter()
-        places = self.retrieve(self.describe(image, camera, camera_height_m, pitch, roll), heading_hint)
-        retrieval_s = time.perf_counter() - start
-        results: list[RegistrationResult] = []
-        for east, north, heading in places:
-            lat, lon, _ = self.frame.to_geodetic(np.array([east, north, 0.0]))
-            prior_yaw = heading if heading_hint is None else heading_hint
-            try:
-                results.append(self.registrar.localize(image, camera, self.tiles, float(lat), float(lon), prior_yaw,
-                                                       camera_height_m, pitch, roll))
-            except TileError:
-                continue
-        if not results:
-            raise ValueError("no retrieved candidate could be registered (all outside the tile cache)")
-        best = max(range(len(results)), key=lambda i: results[i].confidence)
-        chosen = results[best]
-        covariance = self._spread_covariance(results, best)
-        summary = [(r.lat_deg, r.lon_deg, r.yaw_rad, r.confidence) for r in results]
-        return Relocalization(RegistrationResult(chosen.lat_deg, chosen.lon_deg, chosen.yaw_rad, covariance,
-                                                 chosen.confidence, chosen.satellite),
-                              summary, retrieval_s, time.perf_counter() - start)
-
-    def _spread_covariance(self, results: list[RegistrationResult], best: int) -> NDArray[np.float64]:
-        """The best candidate's covariance plus the confidence-weighted spread of all candidates about it."""
-        anchor = results[best]
-        frame = EnuFrame(anchor.lat_deg, anchor.lon_deg)
-        weights = np.array([max(r.confidence, 1e-6) for r in results])
-        weights /= weights.sum()
-        spread = np.zeros((3, 3))
-        for w, r in zip(weights, results):
-            e, n, _ = frame.to_enu(r.lat_deg, r.lon_deg)
-            d = np.array([e, n, wrap_angle(r.yaw_rad - anchor.yaw_rad)])
-            spread += w * np.outer(d, d)
-        return anchor.covariance + spread

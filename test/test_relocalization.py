@@ -1,4 +1,4 @@
-"""Descriptor index, retrieval training and relocalization (retrieve, then register)."""
+"""LPN descriptor index and retrieval training."""
 from __future__ import annotations
 
 import math
@@ -12,13 +12,20 @@ from g2s_localization import relocalization
 from g2s_localization.checkpoints import CheckpointError
 from g2s_localization.datasets import KittiRegistrationDataset
 from g2s_localization.geodesy import EnuFrame
-from g2s_localization.registration import BaselineRegistrar
 from g2s_localization.relocalization import (
-    DescriptorIndex, Relocalizer, RetrievalConfig, build_index, camera_footprint, gallery_input, satellite_patch,
+    DescriptorIndex,
+    RetrievalConfig,
+    build_index,
+    gallery_input,
+    satellite_patch,
 )
 from g2s_localization.retrieval import LPNEmbedder
 from g2s_localization.retrieval_training import (
-    DEFAULT_RETRIEVAL_WEIGHTS, info_nce, load_embedder, prepare_pairs, save_embedder, train_embedder,
+    info_nce,
+    load_embedder,
+    prepare_pairs,
+    save_embedder,
+    train_embedder,
 )
 from g2s_localization.synthetic import load_world
 from g2s_localization.tile_sources import open_tile_source
@@ -120,27 +127,3 @@ def test_train_save_load_embedder(small_dataset: Path, tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError):
         load_embedder(path)
-
-
-def test_relocalize_registers_retrieved_places(small_dataset: Path, small_world_dir: Path) -> None:
-    """Retrieve -> register -> keep the most confident: with a gallery of the frame's neighbourhood
-    (every place within the registrar's +-20 m window of the truth) and a compass heading, the
-    answer is the true pose, whatever the retrieval ranking (see the benchmark for its recall)."""
-    embedder, config = load_embedder(DEFAULT_RETRIEVAL_WEIGHTS)
-    dataset = KittiRegistrationDataset(small_dataset, "train")
-    item = dataset[5]
-    ref = dataset.frames[5]
-    drive = dataset.drives[ref.drive_index]
-    camera = drive.camera()
-    tiles = world_tiles(small_world_dir)
-    truth_lat, truth_lon = (float(v) for v in item["true_latlon"])
-    footprint = camera_footprint(camera, dataset.camera_height_m, config)
-    index = build_index(tiles, embedder, footprint, (truth_lat, truth_lon), 12.0, config, progress=False)
-    relocalizer = Relocalizer(embedder, index, BaselineRegistrar(device="cpu"), tiles, min_separation_m=8.0)
-    out = relocalizer.relocalize(drive.image(ref.frame), camera, dataset.camera_height_m, float(item["pitch"]),
-                                 float(item["roll"]), heading_hint=float(item["true_yaw"]))
-    east, north, _ = EnuFrame(truth_lat, truth_lon).to_enu(out.result.lat_deg, out.result.lon_deg)
-    assert math.hypot(east, north) < 1.0
-    assert len(out.candidates) == 3 and out.total_s >= out.retrieval_s > 0
-    assert out.result.confidence == max(c[3] for c in out.candidates)
-    assert np.all(np.linalg.eigvalsh(out.result.covariance) > 0)

@@ -1,0 +1,301 @@
+"""Place search over the whole tile cache: the registration's own correlation, map-wide.
+
+Why not descriptors alone: a 64 m camera wedge of a street looks like many other streets, so a
+single view is ambiguous over a square kilometre (on the synthetic towns one frame ranks the
+right place first about half the time, whatever the descriptor). The registration features
+already match across views; correlating them with a north-up feature map of the whole cache
+scores every place at once (FFT), and adding the score maps of the last few frames, shifted by
+the vehicle's own motion (dead reckoning from odometry + IMU heading), makes the place unique.
+
+Conventions: every grid is square with its centre cell ``((H-1)/2, (W-1)/2)`` at ``origin``;
+grid ``d`` is heading-up at ``headings[d]`` (north-up: row 0 north, column 0 west). Score maps
+are on the north-up grid: ``(r, c)`` holds the score of the vehicle standing at that cell's
+centre. Positions are ENU metres from ``origin``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm import tqdm
+
+from .correlation import rotate_bev, template_norm
+from .registration import Registrar
+from .tile_sources import TileError
+from .tiles import TileCache
+
+FORMAT = "g2s-feature-map-1"
+NORTH_UP_YAW = math.pi / 2  # ENU yaw of 'up' in a north-up map
+
+
+@dataclass(frozen=True)
+class MapSearchConfig:
+    """Defaults: 1.6 m search cells, +-6 deg around the compass, 8 frames 8 m apart, 3 candidates."""
+
+    pool: int = 4  # registration cells per search cell
+    yaw_range_deg: float = 6.0  # around the IMU heading (compass error + vehicle slip)
+    yaw_step_deg: float = 2.0
+    frames: int = 8  # score maps summed along the recent trajectory
+    frame_spacing_m: float = 8.0  # travel between kept frames: far apart views add new evidence
+    candidates: int = 3  # distinct places handed to fine registration
+    min_separation_m: float = 20.0
+    temperature: float = 0.02  # of the candidates' softmax; fitted by benchmarks/relocalization.py --fit (val2)
+
+    def __post_init__(self) -> None:
+        if self.pool < 1 or self.frames < 1 or self.candidates < 1 or not self.temperature > 0:
+            raise ValueError("pool, frames and candidates must be at least 1 and temperature positive")
+        if not (self.yaw_step_deg > 0 and self.yaw_range_deg >= 0 and self.frame_spacing_m >= 0):
+            raise ValueError("yaw_step_deg must be positive; yaw_range_deg and frame_spacing_m non-negative")
+
+    def yaw_offsets(self) -> Tensor:
+        count = int(math.floor(self.yaw_range_deg / self.yaw_step_deg + 1e-9))
+        return torch.deg2rad(torch.arange(-count, count + 1, dtype=torch.float32) * self.yaw_step_deg)
+
+
+@dataclass
+class SatelliteFeatureMap:
+    """Satellite features of the registrar at ``cell_m`` on ``D`` square grids ``(D, C, H, W)``, grid
+    ``d`` heading-up at ENU yaw ``headings[d]`` (its rows run against that heading), all centred on
+    ``origin``; ``valid`` ``(D, H, W)``.
+
+    Why several headings: neither the learned features nor the signed edge channels are rotation
+    invariant (a gradient's channels do not turn with the image), so a BEV may only be rotated by
+    a few degrees before it is compared, as in the registration's own +-10 deg search.
+    """
+
+    origin: tuple[float, float]  # WGS84 lat, lon of the centre cell
+    cell_m: float
+    features: Tensor
+    valid: Tensor
+    headings: Tensor  # (D,) ENU yaw of each grid's 'up', rad
+    registrar_name: str = ""
+    _spectra: dict[int, Tensor] = field(default_factory=dict, repr=False)
+    _covered: dict[tuple[int, int], Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.features.shape[-2]), int(self.features.shape[-1])
+
+    def cell_to_en(self, row: Tensor | float, col: Tensor | float, heading: float = NORTH_UP_YAW
+                   ) -> tuple[Tensor, Tensor]:
+        """Cell ``(row, col)`` of the grid heading-up at ``heading`` -> ENU metres from the origin."""
+        h, w = self.shape
+        right = (torch.as_tensor(col, dtype=torch.float32) - (w - 1) / 2) * self.cell_m
+        forward = ((h - 1) / 2 - torch.as_tensor(row, dtype=torch.float32)) * self.cell_m
+        s, c = math.sin(heading), math.cos(heading)
+        return right * s + forward * c, -right * c + forward * s
+
+    def en_to_cell(self, east: Tensor, north: Tensor, heading: float) -> tuple[Tensor, Tensor]:
+        h, w = self.shape
+        s, c = math.sin(heading), math.cos(heading)
+        right, forward = east * s - north * c, east * c + north * s
+        return (h - 1) / 2 - forward / self.cell_m, right / self.cell_m + (w - 1) / 2
+
+    def nearest_heading(self, yaw: float) -> int:
+        return int(torch.remainder(self.headings - yaw + math.pi, 2 * math.pi).sub(math.pi).abs().argmin())
+
+    def spectrum(self, d: int) -> Tensor:
+        if d not in self._spectra:
+            self._spectra[d] = torch.fft.rfft2(self.features[d].float())
+        return self._spectra[d]
+
+    def covered(self, d: int, size: int) -> Tensor:
+        """``(H - size + 1, W - size + 1)``: windows of ``size`` cells of grid ``d`` wholly on valid cells."""
+        if (d, size) not in self._covered:
+            invalid = (~self.valid[d]).float().cumsum(0).cumsum(1)
+            padded = F.pad(invalid, (1, 0, 1, 0))
+            window = padded[size:, size:] - padded[:-size, size:] - padded[size:, :-size] + padded[:-size, :-size]
+            self._covered[(d, size)] = window < 0.5
+        return self._covered[(d, size)]
+
+    def save(self, path: str | Path) -> Path:
+        meta = {"format": FORMAT, "origin": json.dumps(self.origin), "cell_m": repr(self.cell_m),
+                "registrar": self.registrar_name}
+        save_file({"features": self.features.half().contiguous(), "valid": self.valid.to(torch.uint8).contiguous(),
+                   "headings": self.headings.float().contiguous()}, str(path), metadata=meta)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SatelliteFeatureMap":
+        """Safetensors only; a missing, corrupt or foreign file raises ValueError."""
+        try:
+            tensors = load_file(str(path))
+            with safe_open(str(path), "pt") as handle:
+                meta = handle.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise ValueError("not a g2s feature map")
+            origin = tuple(float(v) for v in json.loads(meta["origin"]))
+            features, valid, cell_m = tensors["features"].float(), tensors["valid"].bool(), float(meta["cell_m"])
+            headings = tensors["headings"].float()
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"cannot read feature map {path}: {exc}") from exc
+        if (features.ndim != 4 or valid.shape != (features.shape[0], *features.shape[2:])
+                or headings.shape != (features.shape[0],) or not (cell_m > 0 and math.isfinite(cell_m))):
+            raise ValueError(f"feature map {path}: inconsistent shapes or cell size")
+        if not (torch.isfinite(features).all() and torch.isfinite(headings).all()):
+            raise ValueError(f"feature map {path}: non-finite values")
+        return cls((origin[0], origin[1]), cell_m, features, valid, headings, meta.get("registrar", ""))
+
+
+@torch.no_grad()
+def build_feature_map(tiles: TileCache, registrar: Registrar, origin: tuple[float, float], half_extent_m: float,
+                      pool: int = 4, block_cells: int = 128, headings: int = 16,
+                      progress: bool = True) -> SatelliteFeatureMap:
+    """The registrar's satellite features over ``origin +- half_extent_m`` on ``headings`` grids, in blocks.
+
+    Each block is computed on a crop with a margin (the encoder's receptive field), so a grid
+    equals one big forward pass; blocks outside the cache are left invalid, never padded.
+    """
+    from .geodesy import EnuFrame
+
+    cfg = registrar.config
+    cell = cfg.bev_metres_per_px
+    per_block = block_cells - block_cells % pool
+    cells = int(math.ceil(2 * half_extent_m / cell / per_block)) * per_block
+    margin = 16  # feature cells each side: covers the encoder's dilated stack and the edge filter window
+    yaws = NORTH_UP_YAW + torch.arange(headings, dtype=torch.float64) * (2 * math.pi / headings)
+    yaws = torch.remainder(yaws + math.pi, 2 * math.pi) - math.pi
+    frame = EnuFrame(*origin)
+    grid = SatelliteFeatureMap(origin, cell, torch.zeros(1, 1, cells, cells), torch.zeros(1, cells, cells), yaws)
+    features = valid = None
+    jobs = [(d, r, c) for d in range(headings) for r in range(0, cells, per_block) for c in range(0, cells, per_block)]
+    for d, r0, c0 in tqdm(jobs, desc="feature map", disable=not progress, unit="block"):
+        heading = float(yaws[d])
+        east, north = grid.cell_to_en(r0 + (per_block - 1) / 2, c0 + (per_block - 1) / 2, heading)
+        lat, lon, _ = frame.to_geodetic(np.array([float(east), float(north), 0.0]))
+        side = 2 * (per_block + 2 * margin)  # satellite input is at half the feature cell size
+        try:
+            patch = tiles.crop(float(lat), float(lon), heading, side, cfg.satellite_metres_per_px).image
+        except TileError:
+            continue
+        image = torch.from_numpy(patch).permute(2, 0, 1)[None].float().to(registrar.device) / 255.0
+        block = registrar.satellite_features(image)[0, :, margin:-margin, margin:-margin].cpu()
+        if features is None:
+            features = torch.zeros(headings, block.shape[0], cells, cells)
+            valid = torch.zeros(headings, cells, cells, dtype=torch.bool)
+        features[d, :, r0:r0 + per_block, c0:c0 + per_block] = block
+        valid[d, r0:r0 + per_block, c0:c0 + per_block] = True
+    if features is None:
+        raise ValueError(f"no part of {2 * half_extent_m:.0f} m square around {origin} is inside the tile cache")
+    pooled = F.avg_pool2d(features, pool)
+    pooled_valid = F.avg_pool2d(valid[:, None].float(), pool)[:, 0] > 0.999
+    return SatelliteFeatureMap(origin, cell * pool, pooled, pooled_valid, yaws.float(), registrar.name)
+
+
+@dataclass
+class ScoreMap:
+    """Score of one frame for the vehicle at each cell of the north-up grid ``(H, W)`` (best over yaws)."""
+
+    scores: Tensor
+    heading_index: int  # the map grid the frame was scored on
+
+
+def score_map(feature_map: SatelliteFeatureMap, bev: Tensor, mask: Tensor, heading_yaw: float,
+              config: MapSearchConfig) -> ScoreMap:
+    """Correlate one heading-up BEV ``(C, S, S)`` (mask ``(S, S)``) with the whole map.
+
+    Scored on the grid nearest the vehicle heading, with the BEV turned by the few degrees left
+    (and each yaw offset), as the registration scores (mean per-cell similarity of the
+    RMS-normalised template); the result is resampled to the north-up grid, so that the frames
+    of a trajectory can be summed whatever the headings they were scored at.
+    """
+    c, s, _ = bev.shape
+    if s % config.pool or bev.shape[0] != feature_map.features.shape[1]:
+        raise ValueError(f"BEV {tuple(bev.shape)} does not fit the map ({feature_map.features.shape[1]} channels, "
+                         f"pool {config.pool})")
+    d = feature_map.nearest_heading(heading_yaw)
+    grid_yaw = float(feature_map.headings[d])
+    yaws = heading_yaw - grid_yaw + config.yaw_offsets().to(bev.device)
+    rotated, rotated_mask = rotate_bev(bev[None], mask[None], yaws)
+    template = F.avg_pool2d(rotated[0].float(), config.pool).cpu()  # (K, C, s, s)
+    template_mask = F.avg_pool2d(rotated_mask[0, :, None].float(), config.pool)[:, 0].cpu() > 0.5
+    template = template * template_mask[:, None]
+    size = template.shape[-1]
+    h, w = feature_map.shape
+    if h < size or w < size:
+        raise ValueError(f"feature map {h}x{w} is smaller than the {size}-cell template")
+    spectrum = torch.fft.rfft2(template, s=(h, w))
+    corr = torch.fft.irfft2((feature_map.spectrum(d)[None] * spectrum.conj()).sum(1), s=(h, w))  # channels summed
+    corr = corr / template_norm(template, template_mask)[:, None, None]
+    scores = corr[:, : h - size + 1, : w - size + 1].amax(0)  # template top-left at (r, c): vehicle at + o
+    inside = feature_map.covered(d, size)
+    floor = float(scores[inside].min()) if inside.any() else 0.0
+    scores = torch.where(inside, scores, torch.tensor(floor))
+    # resample: north-up cell -> ENU -> cell of grid d -> template top-left index
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
+    row_d, col_d = feature_map.en_to_cell(*feature_map.cell_to_en(rows, cols), grid_yaw)
+    o = (size - 1) / 2
+    n = h - size + 1
+    sample = torch.stack([(col_d - o) / (n - 1) * 2 - 1, (row_d - o) / (n - 1) * 2 - 1], -1)
+    resampled = F.grid_sample(scores[None, None], sample[None], mode="bilinear", padding_mode="border",
+                              align_corners=True)[0, 0]
+    outside = (sample.abs() > 1).any(-1)
+    return ScoreMap(resampled.masked_fill(outside, floor), d)
+
+
+class SequenceSearch:
+    """Score maps of the recent trajectory, aligned by dead reckoning and summed.
+
+    ``add`` takes each frame's position in any ENU-aligned local frame (odometry rotated by the
+    IMU heading); only its differences matter. The newest frame is always used; older ones are kept
+    ``frame_spacing_m`` apart, so the window spans about ``frames x spacing`` metres of travel.
+    """
+
+    def __init__(self, feature_map: SatelliteFeatureMap, config: MapSearchConfig = MapSearchConfig()) -> None:
+        self.map, self.config = feature_map, config
+        self.history: deque[tuple[ScoreMap, tuple[float, float]]] = deque(maxlen=config.frames)
+
+    def reset(self) -> None:
+        self.history.clear()
+
+    def add(self, scores: ScoreMap, position_en: tuple[float, float]) -> None:
+        """Append the newest frame; the previous newest stays only if it is ``frame_spacing_m`` past its predecessor."""
+        if len(self.history) >= 2:
+            (e1, n1), (e0, n0) = self.history[-1][1], self.history[-2][1]
+            if math.hypot(e1 - e0, n1 - n0) < self.config.frame_spacing_m:
+                self.history.pop()
+        self.history.append((scores, position_en))
+
+    def accumulated(self) -> Tensor:
+        """Sum of the kept score maps, each shifted so that every cell means the newest frame's place."""
+        if not self.history:
+            raise ValueError("no frame added")
+        newest, (e_now, n_now) = self.history[-1]
+        total = newest.scores.clone()
+        for scores, (e, n) in list(self.history)[:-1]:
+            dc, dr = int(round((e - e_now) / self.map.cell_m)), int(round((n_now - n) / self.map.cell_m))
+            total += shifted(scores.scores, dr, dc, float(scores.scores.min()))
+        return total
+
+    def candidates(self) -> list[tuple[float, float, float]]:
+        """Distinct places ``(east, north, mean score)`` of the newest frame, best first."""
+        total = self.accumulated() / len(self.history)
+        values, flat = total.flatten().topk(min(total.numel(), 400))
+        east, north = self.map.cell_to_en(flat // total.shape[1], flat % total.shape[1])
+        chosen: list[tuple[float, float, float]] = []
+        for e, n, v in zip(east.tolist(), north.tolist(), values.tolist()):
+            if all(math.hypot(e - c[0], n - c[1]) >= self.config.min_separation_m for c in chosen):
+                chosen.append((e, n, v))
+            if len(chosen) == self.config.candidates:
+                break
+        return chosen
+
+
+def shifted(scores: Tensor, dr: int, dc: int, fill: float) -> Tensor:
+    """``out[r, c] = scores[r + dr, c + dc]``, ``fill`` where that falls outside."""
+    h, w = scores.shape
+    out = torch.full_like(scores, fill)
+    r0, r1, c0, c1 = max(0, -dr), min(h, h - dr), max(0, -dc), min(w, w - dc)
+    if r0 < r1 and c0 < c1:
+        out[r0:r1, c0:c1] = scores[r0 + dr:r1 + dr, c0 + dc:c1 + dc]
+    return out

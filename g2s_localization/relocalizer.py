@@ -1,0 +1,130 @@
+"""Relocalization without (or against) GNSS: map-wide place search, then fine registration.
+
+Each frame's BEV features are scored over the whole cache (:mod:`.map_search`), the score maps
+of the recent trajectory are summed along dead-reckoned motion, and the best distinct places are
+registered with the normal ±20 m search. The answer is the best-scoring place, refined; its
+covariance also spans the other candidates in proportion to how plausible they still are, and
+its confidence is that plausibility times the registration's, so a relocalization that is not
+yet sure says so (and the pipeline withholds it) instead of publishing a confident wrong pose.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .camera import PinholeCamera
+from .geodesy import EnuFrame, wrap_angle
+from .map_search import MapSearchConfig, SatelliteFeatureMap, ScoreMap, SequenceSearch, score_map
+from .registration import Registrar, RegistrationResult, live_batch
+from .tile_sources import TileError
+from .tiles import TileCache
+
+
+@dataclass(frozen=True)
+class Candidate:
+    east_m: float  # ENU metres from the feature map's origin
+    north_m: float
+    map_score: float  # mean over the frames of the map search's score
+    weight: float  # plausibility among the candidates (softmax of the summed scores)
+    result: RegistrationResult | None  # fine registration at this place; None if it failed
+
+
+@dataclass(frozen=True)
+class Relocalization:
+    """The chosen pose plus what led to it (status, diagnostics, benchmark)."""
+
+    result: RegistrationResult
+    candidates: list[Candidate]
+    frames: int  # score maps that were summed
+    search_s: float
+    total_s: float
+
+
+def candidate_weights(mean_scores: NDArray[np.float64], frames: int, temperature: float) -> NDArray[np.float64]:
+    """Softmax of the summed scores: each frame is a piece of evidence, so evidence grows with frames."""
+    summed = np.asarray(mean_scores, dtype=np.float64) * frames
+    weights = np.exp((summed - summed.max()) / temperature)
+    return weights / weights.sum()
+
+
+class Relocalizer:
+    """Stateful: call :meth:`update` once per frame while GNSS is missing or distrusted.
+
+    ``position_en`` is the vehicle's position in any ENU-aligned local frame (odometry rotated by
+    the IMU heading); pass None when no odometry is available: then each frame stands alone.
+    """
+
+    def __init__(self, registrar: Registrar, tiles: TileCache, feature_map: SatelliteFeatureMap,
+                 config: MapSearchConfig = MapSearchConfig()) -> None:
+        self.registrar, self.tiles, self.map, self.config = registrar, tiles, feature_map, config
+        self.search = SequenceSearch(feature_map, config)
+        self.frame = EnuFrame(*feature_map.origin)
+
+    def reset(self) -> None:
+        self.search.reset()
+
+    def observe(self, image: NDArray[np.uint8], camera: PinholeCamera, heading_yaw: float,
+                position_en: tuple[float, float] | None, camera_height_m: float = 1.65, pitch: float = 0.0,
+                roll: float = 0.0) -> ScoreMap:
+        """Score this frame over the map and add it to the trajectory. Bad input raises ValueError."""
+        if not all(math.isfinite(v) for v in (heading_yaw, camera_height_m, pitch, roll)):
+            raise ValueError("relocalization needs a finite IMU heading and attitude")
+        batch = live_batch(image, camera, camera_height_m, pitch, roll)
+        bev, mask = self.registrar.ground_features(batch)
+        scores = score_map(self.map, bev[0], mask[0], heading_yaw, self.config)
+        if position_en is None or not all(math.isfinite(v) for v in position_en):
+            self.search.reset()
+            position_en = (0.0, 0.0)
+        self.search.add(scores, position_en)
+        return scores
+
+    def update(self, image: NDArray[np.uint8], camera: PinholeCamera, heading_yaw: float,
+               position_en: tuple[float, float] | None, camera_height_m: float = 1.65, pitch: float = 0.0,
+               roll: float = 0.0) -> Relocalization:
+        """Add this frame and relocalize it. Raises ValueError for bad input or when no candidate registers."""
+        start = time.perf_counter()
+        self.observe(image, camera, heading_yaw, position_en, camera_height_m, pitch, roll)
+        return self.relocalize(image, camera, heading_yaw, camera_height_m, pitch, roll, start)
+
+    def relocalize(self, image: NDArray[np.uint8], camera: PinholeCamera, heading_yaw: float,
+                   camera_height_m: float = 1.65, pitch: float = 0.0, roll: float = 0.0,
+                   start: float | None = None) -> Relocalization:
+        """Register the newest observed frame (``image``) at the best places of the summed score maps."""
+        start = time.perf_counter() if start is None else start
+        places = self.search.candidates()
+        frames = len(self.search.history)
+        search_s = time.perf_counter() - start
+        weights = candidate_weights(np.array([p[2] for p in places]), frames, self.config.temperature)
+        candidates = []
+        for (east, north, score), weight in zip(places, weights):
+            lat, lon, _ = self.frame.to_geodetic(np.array([east, north, 0.0]))
+            try:
+                result = self.registrar.localize(image, camera, self.tiles, float(lat), float(lon), heading_yaw,
+                                                 camera_height_m, pitch, roll)
+            except TileError:
+                result = None
+            candidates.append(Candidate(east, north, score, float(weight), result))
+        registered = [c for c in candidates if c.result is not None]
+        if not registered:
+            raise ValueError("no candidate place could be registered (all at the edge of the tile cache)")
+        best = max(registered, key=lambda c: c.weight)
+        chosen = best.result
+        covariance = chosen.covariance + self._spread(registered, chosen)
+        result = RegistrationResult(chosen.lat_deg, chosen.lon_deg, chosen.yaw_rad, covariance,
+                                    best.weight * chosen.confidence, chosen.satellite)
+        return Relocalization(result, candidates, frames, search_s, time.perf_counter() - start)
+
+    def _spread(self, candidates: list[Candidate], chosen: RegistrationResult) -> NDArray[np.float64]:
+        """Weighted second moment of the candidates' poses about the chosen one."""
+        frame = EnuFrame(chosen.lat_deg, chosen.lon_deg)
+        spread = np.zeros((3, 3))
+        total = sum(c.weight for c in candidates)
+        for c in candidates:
+            e, n, _ = frame.to_enu(c.result.lat_deg, c.result.lon_deg)
+            d = np.array([e, n, wrap_angle(c.result.yaw_rad - chosen.yaw_rad)])
+            spread += (c.weight / total) * np.outer(d, d)
+        return spread
