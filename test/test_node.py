@@ -1,6 +1,7 @@
 """g2s_node as a separate process, talking to this test's rclpy node over real DDS on loopback."""
 from __future__ import annotations
 
+import contextlib
 import math
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseWithCovarianceStamped
+from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from scipy.spatial.transform import Rotation
@@ -28,25 +29,26 @@ from tf2_msgs.msg import TFMessage
 class Harness(Node):
     """Publishes sensor data like a vehicle and records what g2s_node answers."""
 
-    def __init__(self, context: rclpy.Context) -> None:
+    def __init__(self, context: rclpy.Context, prefix: str = "") -> None:
+        """``prefix``: namespace of the node under test, and of the sensor topics it is given."""
         super().__init__("g2s_test_harness", context=context)
-        self.image_pub = self.create_publisher(Image, "/camera/image_raw", 10)
-        self.info_pub = self.create_publisher(CameraInfo, "/camera/camera_info", 10)
-        self.fix_pub = self.create_publisher(NavSatFix, "/gnss/fix", 10)
-        self.imu_pub = self.create_publisher(Imu, "/imu/data", 10)
+        self.image_pub = self.create_publisher(Image, f"{prefix}/camera/image_raw", 10)
+        self.info_pub = self.create_publisher(CameraInfo, f"{prefix}/camera/camera_info", 10)
+        self.fix_pub = self.create_publisher(NavSatFix, f"{prefix}/gnss/fix", 10)
+        self.imu_pub = self.create_publisher(Imu, f"{prefix}/imu/data", 10)
         self.poses: dict[float, PoseWithCovarianceStamped] = {}
         self.statuses: dict[float, RegistrationStatus] = {}
         self.tf: list[TFMessage] = []
         self.diagnostics: list[DiagnosticArray] = []
         self.satellite: list[Image] = []
         stamp = lambda m: round(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, 3)  # noqa: E731
-        self.create_subscription(PoseWithCovarianceStamped, "/g2s_localization/pose",
+        self.create_subscription(PoseWithCovarianceStamped, f"{prefix}/g2s_localization/pose",
                                  lambda m: self.poses.__setitem__(stamp(m), m), 50)
-        self.create_subscription(RegistrationStatus, "/g2s_localization/status",
+        self.create_subscription(RegistrationStatus, f"{prefix}/g2s_localization/status",
                                  lambda m: self.statuses.__setitem__(stamp(m), m), 50)
         self.create_subscription(TFMessage, "/tf", self.tf.append, 50)
         self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
-        self.create_subscription(Image, "/g2s_localization/satellite_prior", self.satellite.append, 5)
+        self.create_subscription(Image, f"{prefix}/g2s_localization/satellite_prior", self.satellite.append, 5)
 
     def send(self, stamp: float, rgb: np.ndarray | None, camera_k: tuple, fix: tuple | None, yaw: float | None,
              encoding: str = "rgb8") -> None:
@@ -86,39 +88,59 @@ def wait_for(predicate, timeout: float = 20.0) -> bool:
     return False
 
 
-@pytest.fixture(scope="module")
-def live(small_world_dir: Path, small_dataset: Path):
-    from g2s_localization.synthetic import load_world
+@contextlib.contextmanager
+def running_node(params: dict[str, object], namespace: str = ""):
+    """g2s_node in its own process with these parameters, and a harness node that has seen it come up.
 
-    world = load_world(small_world_dir)
-    cmd = [sys.executable, "-m", "g2s_localization.node", "--ros-args", "-p", f"tiles_path:={small_world_dir / 'tiles'}",
-           "-p", "weights:=baseline", "-p", "device:=cpu", "-p", f"datum_lat_deg:={world.config.anchor_lat_deg}",
-           "-p", f"datum_lon_deg:={world.config.anchor_lon_deg}", "-p", "min_confidence:=0.0"]
+    With a ``namespace``, the node and its sensor topics live under it, apart from other nodes."""
+    cmd = [sys.executable, "-m", "g2s_localization.node", "--ros-args"]
+    if namespace:
+        cmd += ["-r", f"__ns:={namespace}"]
+        params = {**{t: f"{namespace}/{d}" for t, d in (("image_topic", "camera/image_raw"), (
+            "camera_info_topic", "camera/camera_info"), ("fix_topic", "gnss/fix"), ("imu_topic", "imu/data"))},
+                  **params}
+    for key, value in params.items():
+        cmd += ["-p", f"{key}:={value}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     context = rclpy.Context()
     rclpy.init(context=context)
-    harness = Harness(context)
+    harness = Harness(context, namespace)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(harness)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     ready = wait_for(lambda: harness.image_pub.get_subscription_count() > 0 and harness.fix_pub.get_subscription_count() > 0
                      and harness.imu_pub.get_subscription_count() > 0
-                     and harness.count_publishers("/g2s_localization/status") > 0, timeout=90.0)
+                     and harness.count_publishers(f"{namespace}/g2s_localization/status") > 0,
+                     timeout=90.0)
     if not ready:
         proc.kill()
         pytest.fail(f"g2s_node did not come up: {proc.communicate()[0][-3000:]}")
     time.sleep(1.0)  # let the reverse direction (node -> harness) finish matching too
-    yield harness, world, find_drives(small_dataset)[0], proc
-    executor.shutdown()
-    harness.destroy_node()
-    rclpy.shutdown(context=context)
-    if proc.poll() is None:
-        proc.send_signal(2)  # SIGINT: the node must stop cleanly
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    try:
+        yield harness, proc
+    finally:
+        executor.shutdown()
+        harness.destroy_node()
+        rclpy.shutdown(context=context)
+        if proc.poll() is None:
+            proc.send_signal(2)  # SIGINT: the node must stop cleanly
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def live(small_world_dir: Path, small_dataset: Path):
+    from g2s_localization.synthetic import load_world
+
+    world = load_world(small_world_dir)
+    params = {"tiles_path": small_world_dir / "tiles", "weights": "baseline", "device": "cpu",
+              "datum_lat_deg": world.config.anchor_lat_deg, "datum_lon_deg": world.config.anchor_lon_deg,
+              "min_confidence": 0.0}
+    with running_node(params) as (harness, proc):
+        yield harness, world, find_drives(small_dataset)[0], proc
 
 
 def camera_k(drive) -> tuple:
@@ -184,3 +206,52 @@ def test_faults_give_a_status_and_no_pose(live) -> None:
     expect_state(harness, base - 100.0, RegistrationStatus.STATE_INITIALIZING, "clock jumped back")
     assert proc.poll() is None  # still alive after all of it
     assert State.BAD_INPUT == RegistrationStatus.STATE_BAD_INPUT  # pipeline and message agree
+
+
+def test_relocalizes_without_gnss_along_the_odometry_track(small_world_dir: Path, small_dataset: Path,
+                                                           tmp_path: Path) -> None:
+    """GNSS reports no fix for the whole drive; the node follows odom->base_link on /tf and the IMU
+    heading, searches the feature map and publishes RELOCALIZED poses at the truth, saying so."""
+    from g2s_localization.map_search import build_feature_map
+    from g2s_localization.registration import BaselineRegistrar
+    from g2s_localization.tile_sources import open_tile_source
+    from g2s_localization.tiles import TileCache
+
+    drive = find_drives(small_dataset)[0]
+    truth = drive.ground_truth()
+    start = (truth[drive.frames[0]].lat, truth[drive.frames[0]].lon)
+    tiles = TileCache(open_tile_source(small_world_dir / "tiles"))
+    map_path = build_feature_map(tiles, BaselineRegistrar(device="cpu"), start, 56.0, progress=False).save(
+        tmp_path / "features.safetensors")
+    params = {"tiles_path": small_world_dir / "tiles", "weights": "baseline", "device": "cpu",
+              "relocalization_map": map_path, "relocalization_max_std_m": 3.0}
+    datum = EnuFrame(*start)  # no datum given and no fix ever: the map's origin is the datum
+    with running_node(params, "/relocalizing") as (harness, proc):
+        tf_pub = harness.create_publisher(TFMessage, "/tf", 10)
+        stamps = [s * 1e-9 for s in drive.timestamps_ns()]
+        for frame, stamp in zip(drive.frames, stamps):
+            e, n, _ = datum.to_enu(truth[frame].lat, truth[frame].lon)
+            odom = TransformStamped()
+            odom.header.stamp.sec, odom.header.stamp.nanosec = int(stamp), int(round((stamp % 1) * 1e9))
+            odom.header.frame_id, odom.child_frame_id = "odom", "base_link"
+            odom.transform.translation.x, odom.transform.translation.y = float(e) + 100.0, float(n) - 40.0
+            q = Rotation.from_euler("z", truth[frame].yaw).as_quat()
+            odom.transform.rotation.x, odom.transform.rotation.y, odom.transform.rotation.z, odom.transform.rotation.w = q
+            tf_pub.publish(TFMessage(transforms=[odom]))
+            harness.send(stamp, drive.image(frame), camera_k(drive), (math.nan, math.nan, math.nan),
+                         drive.oxts(frame).yaw)
+            assert wait_for(lambda: round(stamp, 3) in harness.statuses, timeout=20.0), f"no status for {stamp}"
+        states = [harness.statuses[round(s, 3)] for s in stamps]
+        assert all("relocaliz" in s.message and "no fix" in s.message for s in states), [s.message for s in states]
+        relocalized = [(f, s) for f, s in zip(drive.frames, stamps)
+                       if harness.statuses[round(s, 3)].state == RegistrationStatus.STATE_RELOCALIZED]
+        assert relocalized, [s.message for s in states]
+        assert states[-1].state == RegistrationStatus.STATE_RELOCALIZED, states[-1].message
+        for frame, stamp in relocalized:
+            pose = harness.poses[round(stamp, 3)]
+            e, n, _ = datum.to_enu(truth[frame].lat, truth[frame].lon)
+            assert math.hypot(pose.pose.pose.position.x - e, pose.pose.pose.position.y - n) < 1.5
+            assert np.array(pose.pose.covariance).reshape(6, 6)[0, 0] <= 9.0
+        assert wait_for(lambda: any(kv.key == "relocalized" and int(kv.value) >= len(relocalized)
+                                    for d in harness.diagnostics for kv in d.status[0].values))
+        assert proc.poll() is None

@@ -126,3 +126,30 @@ class TestPipeline:
         jump = localizer.process(self.frame(setup, 5.0))
         assert jump.state == State.INITIALIZING and "clock jumped back" in jump.message
         assert localizer.process(self.frame(setup, 5.1)).state == State.OK  # recovers on the next frame
+
+    def test_gnss_loss_or_disagreement_relocalizes(self, setup) -> None:
+        """With a relocalizer: a missing fix, or a registration landing beyond the gate from the fix,
+        go to the map-wide search; a fix the camera agrees with does not."""
+        from dataclasses import replace
+
+        from g2s_localization.map_search import build_feature_map
+        from g2s_localization.pipeline import GnssFix, PipelineConfig, State
+        from g2s_localization.relocalizer import Relocalizer
+
+        localizer, world, xy, yaw, _, _ = setup
+        lat, lon, _ = world.enu_frame.to_geodetic(np.array([xy[0], xy[1], 0.0]))
+        fmap = build_feature_map(localizer.tiles, localizer.registrar, (float(lat), float(lon)), 56.0, progress=False)
+        relocating = replace(localizer, relocalizer=Relocalizer(localizer.registrar, localizer.tiles, fmap),
+                             config=PipelineConfig(relocalization_gate_m=10.0), last_stamp_s=None)
+        agreed = relocating.process(self.frame(setup, 30.0))
+        assert agreed.state == State.OK and "relocaliz" not in agreed.message
+        lost = relocating.process(self.frame(setup, 30.1, gnss=None))
+        assert lost.state in (State.RELOCALIZED, State.LOW_CONFIDENCE)
+        assert "no GNSS fix received; relocalized without GNSS from 1 frame(s)" in lost.message
+        if lost.has_pose:
+            assert math.hypot(lost.east_m - xy[0], lost.north_m - xy[1]) < 1.5
+        c, s = math.cos(yaw), math.sin(yaw)
+        off_lat, off_lon, _ = world.enu_frame.to_geodetic(np.array([xy[0] - 14.0 * c, xy[1] - 14.0 * s, 0.0]))
+        wrong_fix = GnssFix(30.2, float(off_lat), float(off_lon), True)  # 14 m behind: inside the window
+        disagreed = relocating.process(self.frame(setup, 30.2, gnss=wrong_fix))
+        assert "m from the GNSS fix; relocalized without GNSS" in disagreed.message, disagreed.message
