@@ -108,6 +108,12 @@ class SatelliteFeatureMap:
             self._spectra[d] = torch.fft.rfft2(self.features[d].float())
         return self._spectra[d]
 
+    def prepare(self) -> None:
+        """Compute every grid's spectrum now (about 4 bytes per cell and channel), so that no
+        frame pays for it later: a turn onto a new heading would otherwise cost seconds on 1 km^2."""
+        for d in range(len(self.headings)):
+            self.spectrum(d)
+
     def covered(self, d: int, size: int) -> Tensor:
         """``(H - size + 1, W - size + 1)``: windows of ``size`` cells of grid ``d`` wholly on valid cells."""
         if (d, size) not in self._covered:

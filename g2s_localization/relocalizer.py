@@ -62,6 +62,7 @@ class Relocalizer:
                  config: MapSearchConfig = MapSearchConfig()) -> None:
         self.registrar, self.tiles, self.map, self.config = registrar, tiles, feature_map, config
         self.search = SequenceSearch(feature_map, config)
+        feature_map.prepare()
         self.frame = EnuFrame(*feature_map.origin)
 
     def reset(self) -> None:
