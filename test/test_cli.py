@@ -33,3 +33,20 @@ def test_make_drive_and_bag(small_world_dir: Path, tmp_path: Path) -> None:
     assert len(list((drive / "image_02" / "data").glob("*.png"))) == 3
     assert main(["kitti-to-bag", str(drive), str(tmp_path / "bag"), "--storage", "sqlite3"]) == 0
     assert (tmp_path / "bag" / "metadata.yaml").is_file()
+
+
+def test_build_feature_map_for_the_node(small_world_dir: Path, tmp_path: Path, capsys) -> None:
+    from g2s_localization.map_search import SatelliteFeatureMap
+    from g2s_localization.synthetic import load_world
+
+    world = load_world(small_world_dir)
+    out = tmp_path / "features.safetensors"
+    assert main(["build-feature-map", str(small_world_dir / "tiles"), "--lat", str(world.config.anchor_lat_deg),
+                 "--lon", str(world.config.anchor_lon_deg), "--half-extent", "30", "--weights", "baseline",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    assert "edge-ncc baseline" in capsys.readouterr().out
+    loaded = SatelliteFeatureMap.load(out)
+    assert loaded.registrar_name == "edge-ncc baseline" and len(loaded.headings) == 16 and loaded.valid.all()
+    assert main(["build-feature-map", str(small_world_dir / "tiles"), "--lat", "10", "--lon", "10",
+                 "--weights", "baseline", "--out", str(out)]) == 2
+    assert "inside the tile cache" in capsys.readouterr().err

@@ -48,3 +48,28 @@ def test_node_rejects_corrupt_weights(tmp_path: Path, small_world_dir: Path) -> 
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "cannot load weights" in result.stdout + result.stderr
+
+
+def test_node_rejects_a_corrupt_or_foreign_relocalization_map(tmp_path: Path, small_world_dir: Path) -> None:
+    from g2s_localization.map_search import build_feature_map
+    from g2s_localization.registration import DEFAULT_WEIGHTS, BaselineRegistrar
+    from g2s_localization.synthetic import load_world
+    from g2s_localization.tile_sources import open_tile_source
+    from g2s_localization.tiles import TileCache
+
+    def run(map_path: Path, weights: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "g2s_localization.node", "--ros-args", "-p",
+                                 f"tiles_path:={small_world_dir / 'area.mbtiles'}", "-p", f"weights:={weights}",
+                                 "-p", f"relocalization_map:={map_path}"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1
+        return result.stdout + result.stderr
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a map")
+    assert "cannot load the relocalization map" in run(bad, "baseline")
+    world = load_world(small_world_dir)
+    tiles = TileCache(open_tile_source(small_world_dir / "tiles"))
+    baseline_map = build_feature_map(tiles, BaselineRegistrar(device="cpu"), (world.config.anchor_lat_deg,
+                                     world.config.anchor_lon_deg), 20.0, headings=1, progress=False)
+    learned = str(DEFAULT_WEIGHTS)  # the node runs the learned net, the map holds baseline features
+    assert "rebuild it" in run(baseline_map.save(tmp_path / "baseline.safetensors"), learned)
