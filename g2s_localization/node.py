@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -42,6 +43,11 @@ from .ros_messages import (
     pose_covariance_6x6, rgb_to_image, stamp_to_seconds,
 )
 from .sync import NearestBuffer
+
+if TYPE_CHECKING:
+    from .registration import Registrar
+    from .relocalizer import Relocalizer
+    from .tiles import TileCache
 
 PARAMETERS: dict[str, tuple[object, str]] = {
     "tiles_path": ("", "XYZ tile folder (z/x/y.png) or .mbtiles file of the satellite cache"),
@@ -156,7 +162,8 @@ class G2SNode(Node):
         self.get_logger().info(f"configured: tiles {self.p('tiles_path')}, registrar {registrar.name} on "
                                f"{registrar.device}")
 
-    def _relocalizer(self, registrar, tiles):
+    def _relocalizer(self, registrar: "Registrar", tiles: "TileCache") -> "Relocalizer":
+        """The map-wide relocalizer over ``relocalization_map``, which must hold this registrar's features."""
         from .map_search import SatelliteFeatureMap
         from .relocalizer import Relocalizer
 
