@@ -48,13 +48,16 @@ class MapSearchConfig:
     frame_spacing_m: float = 8.0  # travel between kept frames: far apart views add new evidence
     candidates: int = 3  # distinct places handed to fine registration
     min_separation_m: float = 20.0
-    temperature: float = 0.02  # of the candidates' softmax; fitted by benchmarks/relocalization.py --fit (val2)
+    temperature: float = 0.02  # of the candidates' softmax; see benchmarks/relocalization.py --fit
+    refine_radius_m: float = 4.0  # fine registration window around each place: the track already pins it to a cell
 
     def __post_init__(self) -> None:
         if self.pool < 1 or self.frames < 1 or self.candidates < 1 or not self.temperature > 0:
             raise ValueError("pool, frames and candidates must be at least 1 and temperature positive")
-        if not (self.yaw_step_deg > 0 and self.yaw_range_deg >= 0 and self.frame_spacing_m >= 0):
-            raise ValueError("yaw_step_deg must be positive; yaw_range_deg and frame_spacing_m non-negative")
+        if not (self.yaw_step_deg > 0 and self.yaw_range_deg >= 0 and self.frame_spacing_m >= 0
+                and self.refine_radius_m > 0):
+            raise ValueError("yaw_step_deg and refine_radius_m must be positive; yaw_range_deg and frame_spacing_m "
+                             "non-negative")
 
     def yaw_offsets(self) -> Tensor:
         count = int(math.floor(self.yaw_range_deg / self.yaw_step_deg + 1e-9))

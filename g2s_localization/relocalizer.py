@@ -2,16 +2,18 @@
 
 Each frame's BEV features are scored over the whole cache (:mod:`.map_search`), the score maps
 of the recent trajectory are summed along dead-reckoned motion, and the best distinct places are
-registered with the normal ±20 m search. The answer is the best-scoring place, refined; its
-covariance also spans the other candidates in proportion to how plausible they still are, and
-its confidence is that plausibility times the registration's, so a relocalization that is not
-yet sure says so (and the pipeline withholds it) instead of publishing a confident wrong pose.
+registered within a few metres (the track has already pinned each down to a cell). The answer is
+the best-scoring place, refined; its covariance also spans the other candidates in proportion to
+how plausible they still are, and its confidence is that plausibility times the registration's,
+so a relocalization that is not yet sure says so (and the pipeline withholds it) instead of
+publishing a confident wrong pose.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -61,6 +63,10 @@ class Relocalizer:
     def __init__(self, registrar: Registrar, tiles: TileCache, feature_map: SatelliteFeatureMap,
                  config: MapSearchConfig = MapSearchConfig()) -> None:
         self.registrar, self.tiles, self.map, self.config = registrar, tiles, feature_map, config
+        # Same network, narrower window: a single frame's +-20 m search can jump to a look-alike spot
+        # that the summed track has already ruled out.
+        self.refiner = copy.copy(registrar)
+        self.refiner.config = replace(registrar.config, search_radius_m=config.refine_radius_m)
         self.search = SequenceSearch(feature_map, config)
         feature_map.prepare()
         self.frame = EnuFrame(*feature_map.origin)
@@ -104,8 +110,8 @@ class Relocalizer:
         for (east, north, score), weight in zip(places, weights):
             lat, lon, _ = self.frame.to_geodetic(np.array([east, north, 0.0]))
             try:
-                result = self.registrar.localize(image, camera, self.tiles, float(lat), float(lon), heading_yaw,
-                                                 camera_height_m, pitch, roll)
+                result = self.refiner.localize(image, camera, self.tiles, float(lat), float(lon), heading_yaw,
+                                               camera_height_m, pitch, roll)
             except TileError:
                 result = None
             candidates.append(Candidate(east, north, score, float(weight), result))
