@@ -114,12 +114,7 @@ def main() -> None:
           f"({100 * float(feature_map.valid.float().mean()):.0f} % covered), {feature_map.cell_m:g} m cells")
 
     frame = EnuFrame(*feature_map.origin)
-    truth = []
-    for ref in dataset.frames:
-        g = dataset._truth[ref.drive_index][ref.frame]
-        e, n, _ = frame.to_enu(g.lat, g.lon)
-        truth.append((e, n))
-    truth_a = np.array(truth)
+    truth_a = np.array([frame.to_enu(g.lat, g.lon)[:2] for g in map(dataset.truth, range(len(dataset)))])
     relocalizer = Relocalizer(registrar, tiles, feature_map, config)
     rng = np.random.default_rng(0)
     hits1, hits3, errors, published_wrong, times, used_frames, evidence = [], [], [], [], [], [], []

@@ -157,6 +157,14 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.out), duration_s=args.duration)
 
 
+def _add_area_arguments(p: argparse.ArgumentParser) -> None:
+    """The tile cache and the square of it that an offline relocalization index covers."""
+    p.add_argument("tiles", type=Path, help="XYZ folder or .mbtiles")
+    p.add_argument("--lat", type=float, required=True, help="centre of the square (WGS84)")
+    p.add_argument("--lon", type=float, required=True)
+    p.add_argument("--half-extent", type=float, default=500.0, help="metres from the centre to each side")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="g2s", description="Ground-to-satellite camera localization tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -224,10 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train_retrieval)
 
     p = sub.add_parser("build-index", help="descriptor index over a tile cache, for relocalization")
-    p.add_argument("tiles", type=Path, help="XYZ folder or .mbtiles")
-    p.add_argument("--lat", type=float, required=True, help="centre of the indexed square (WGS84)")
-    p.add_argument("--lon", type=float, required=True)
-    p.add_argument("--half-extent", type=float, default=500.0, help="metres from the centre to each side")
+    _add_area_arguments(p)
     p.add_argument("--camera", type=float, nargs=6, required=True, metavar=("FX", "FY", "CX", "CY", "W", "H"))
     p.add_argument("--camera-height", type=float, default=1.65)
     p.add_argument("--weights", type=Path, default=None, help="retrieval weights (default: shipped)")
@@ -235,10 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_build_index)
 
     p = sub.add_parser("build-feature-map", help="satellite feature map of a tile cache, for relocalization")
-    p.add_argument("tiles", type=Path, help="XYZ folder or .mbtiles")
-    p.add_argument("--lat", type=float, required=True, help="centre of the mapped square (WGS84)")
-    p.add_argument("--lon", type=float, required=True)
-    p.add_argument("--half-extent", type=float, default=500.0, help="metres from the centre to each side")
+    _add_area_arguments(p)
     p.add_argument("--weights", default="", help="as the node's weights parameter: '', 'baseline' or a path")
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     p.add_argument("--out", type=Path, required=True)

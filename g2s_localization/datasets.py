@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from .camera import PinholeCamera
 from .geodesy import EnuFrame, wrap_angle
-from .kitti_raw import KittiRawDrive, find_drives
+from .kitti_raw import GroundTruthPose, KittiRawDrive, find_drives
 from .model import ModelConfig
 from .tile_sources import open_tile_source
 from .tiles import PatchGeoref, TileCache
@@ -94,6 +94,11 @@ class KittiRegistrationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.frames)
 
+    def truth(self, index: int) -> GroundTruthPose:
+        """Ground-truth pose of frame ``index`` (labels for evaluation and benchmarks, never a prior)."""
+        ref = self.frames[index]
+        return self._truth[ref.drive_index][ref.frame]
+
     def tile_cache(self, index: int) -> TileCache | None:
         """The tile cache of frame ``index``'s world (synthetic drives), None for real KITTI drives."""
         return self._tile_cache(self.drives[self.frames[index].drive_index])
@@ -124,7 +129,7 @@ class KittiRegistrationDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         ref = self.frames[index]
         drive = self.drives[ref.drive_index]
-        truth = self._truth[ref.drive_index][ref.frame]
+        truth = self.truth(index)
         oxts = drive.oxts(ref.frame)
         if ref.drive_index not in self._cameras:
             self._cameras[ref.drive_index] = drive.camera()

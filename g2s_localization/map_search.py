@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from .correlation import rotate_bev, template_norm
+from .correlation import rotate_bev, template_norm, yaw_candidates
 from .registration import Registrar
 from .tile_sources import TileError
 from .tiles import TileCache
@@ -58,10 +58,6 @@ class MapSearchConfig:
                 and self.refine_radius_m > 0):
             raise ValueError("yaw_step_deg and refine_radius_m must be positive; yaw_range_deg and frame_spacing_m "
                              "non-negative")
-
-    def yaw_offsets(self) -> Tensor:
-        count = int(math.floor(self.yaw_range_deg / self.yaw_step_deg + 1e-9))
-        return torch.deg2rad(torch.arange(-count, count + 1, dtype=torch.float32) * self.yaw_step_deg)
 
 
 @dataclass
@@ -223,7 +219,7 @@ def score_map(feature_map: SatelliteFeatureMap, bev: Tensor, mask: Tensor, headi
                          f"pool {config.pool})")
     d = feature_map.nearest_heading(heading_yaw)
     grid_yaw = float(feature_map.headings[d])
-    yaws = heading_yaw - grid_yaw + config.yaw_offsets().to(bev.device)
+    yaws = heading_yaw - grid_yaw + yaw_candidates(config.yaw_range_deg, config.yaw_step_deg, bev.device)
     rotated, rotated_mask = rotate_bev(bev[None], mask[None], yaws)
     template = F.avg_pool2d(rotated[0].float(), config.pool).cpu()  # (K, C, s, s)
     template_mask = F.avg_pool2d(rotated_mask[0, :, None].float(), config.pool)[:, 0].cpu() > 0.5

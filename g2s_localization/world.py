@@ -81,9 +81,10 @@ class World:
         """Kerb to kerb: one lane and one parking strip each way."""
         return 2.0 * (self.config.lane_width_m + PARKING_STRIP_M)
 
-    def lane_pose(self, edge: int, distance_m: float) -> tuple[float, float, float]:
-        """``(x, y, yaw)`` of a vehicle in the right-hand lane of road ``edge``, ``distance_m`` along it."""
-        a, b = self.edges[edge]
+    def lane_pose(self, edge: int, distance_m: float, reverse: bool = False) -> tuple[float, float, float]:
+        """``(x, y, yaw)`` of a vehicle in the right-hand lane of road ``edge``, ``distance_m`` along it
+        (from its second node towards its first when ``reverse``)."""
+        a, b = self.edges[edge][::-1] if reverse else self.edges[edge]
         pa, pb = self.nodes[a], self.nodes[b]
         d = (pb - pa) / np.linalg.norm(pb - pa)
         p = pa + d * distance_m + np.array([d[1], -d[0]]) * self.config.lane_width_m / 2.0
@@ -97,12 +98,9 @@ class World:
         boxes = np.zeros((len(self.traffic), 7))
         for i, (edge, phase, speed, side) in enumerate(self.traffic):
             a, b = self.edges[int(edge)]
-            start, end = (self.nodes[a], self.nodes[b]) if side > 0 else (self.nodes[b], self.nodes[a])
-            length = float(np.linalg.norm(end - start))
-            d = (end - start) / length
-            s = (phase + speed * time_s) % length
-            p = start + d * s + np.array([d[1], -d[0]]) * self.config.lane_width_m / 2.0
-            boxes[i] = [p[0], p[1], 0.0, 4.4, 1.8, 1.5, math.atan2(d[1], d[0])]
+            length = float(np.linalg.norm(self.nodes[b] - self.nodes[a]))
+            x, y, yaw = self.lane_pose(int(edge), (phase + speed * time_s) % length, reverse=side < 0)
+            boxes[i] = [x, y, 0.0, 4.4, 1.8, 1.5, yaw]
         return boxes, self.traffic_colours
 
     def ground_px(self, x: NDArray, y: NDArray) -> tuple[NDArray, NDArray]:

@@ -175,7 +175,7 @@ def drive_map(world_dir: Path, dataset: KittiRegistrationDataset, registrar: Bas
     +-20 m window) to choose from. The 1 s test drive is too short to single out its street in a
     whole town of look-alike streets; benchmarks/relocalization.py measures that case."""
     tiles = TileCache(open_tile_source(world_dir / "tiles"))
-    start = dataset._truth[0][dataset.frames[0].frame]
+    start = dataset.truth(0)
     return tiles, build_feature_map(tiles, registrar, (start.lat, start.lon), 56.0, 4, 128, progress=False)
 
 
@@ -189,8 +189,8 @@ def test_relocalizer_finds_the_drive_without_gnss(small_world_dir: Path, small_d
     camera = drive.camera()
     frame = EnuFrame(*fmap.origin)
     relocalizer = Relocalizer(registrar, tiles, fmap, MapSearchConfig(frame_spacing_m=2.0))
-    for ref in dataset.frames:
-        truth = dataset._truth[ref.drive_index][ref.frame]
+    for index, ref in enumerate(dataset.frames):
+        truth = dataset.truth(index)
         e, n, _ = frame.to_enu(truth.lat, truth.lon)
         oxts = drive.oxts(ref.frame)
         out = relocalizer.update(drive.image(ref.frame), camera, oxts.yaw, (float(e) + 7.0, float(n) - 3.0),
