@@ -30,39 +30,33 @@ import numpy as np
 import torch
 
 from g2s_localization.datasets import KittiRegistrationDataset
-from g2s_localization.geodesy import EnuFrame, wrap_angle
+from g2s_localization.geodesy import EnuFrame
 from g2s_localization.map_search import MapSearchConfig, SatelliteFeatureMap, build_feature_map
+from g2s_localization.place_index import PlaceIndex, build_place_index
+from g2s_localization.place_training import DEFAULT_PLACE_WEIGHTS, load_place_head
 from g2s_localization.registration import LearnedRegistrar
 from g2s_localization.relocalizer import Relocalizer
 from g2s_localization.synthetic import load_world
 
 
-def lpn_recall(index_path: Path, dataset: KittiRegistrationDataset, rows: list[int]) -> str:
-    from g2s_localization.relocalization import DescriptorIndex, camera_footprint, query_input
+def single_frame_recall(relocalizer: Relocalizer, index: PlaceIndex, frames: list[tuple], truth: np.ndarray) -> str:
+    """University-1652-style Recall@1/5/10 and AP of single frames against the index layer of their heading;
+    a lattice point within 8 m of the truth is a true match."""
     from g2s_localization.retrieval import average_precision, recall_at_k
-    from g2s_localization.retrieval_training import load_embedder
 
-    embedder, config = load_embedder()
-    index = DescriptorIndex.load(index_path)
-    footprint = camera_footprint(dataset.drives[dataset.frames[0].drive_index].camera(), dataset.camera_height_m,
-                                 config)
-    frame, descriptors, truth = EnuFrame(*index.origin), [], []
-    with torch.no_grad():
-        for i in rows:
-            item = {k: v[None] for k, v in dataset[i].items()}
-            x = query_input(item["image"], item["K"], item["camera_height"], item["pitch"], item["roll"], footprint,
-                            config)
-            descriptors.append(embedder(x).numpy()[0])
-            e, n, _ = frame.to_enu(*(float(v) for v in item["true_latlon"][0]))
-            truth.append((e, n, float(item["true_yaw"][0])))
-    t = np.array(truth)
-    similarity = np.stack(descriptors) @ index.descriptors.T
-    distance = np.hypot(index.positions_en[None, :, 0] - t[:, None, 0], index.positions_en[None, :, 1] - t[:, None, 1])
-    heading_error = np.abs(wrap_angle(index.headings[None, :] - t[:, None, 2]))
-    positives = (distance <= config.stride_m) & (heading_error <= math.radians(config.heading_step_deg / 2) + 1e-6)
+    similarity, positives = [], []
+    for (image, camera, yaw, height, pitch, roll), (east, north) in zip(frames, truth):
+        scores = relocalizer.observe(image, camera, yaw, None, height, pitch, roll).scores
+        layer = index.nearest_heading(yaw)
+        valid = index.valid[layer].flatten().numpy()
+        rows, cols = np.divmod(np.arange(valid.size), index.shape[1])
+        e, n = (v.numpy() for v in index.cell_to_en(torch.as_tensor(rows), torch.as_tensor(cols)))
+        similarity.append(scores.flatten().numpy()[valid])
+        positives.append((np.hypot(e - east, n - north) <= 8.0)[valid])
+    similarity, positives = np.stack(similarity), np.stack(positives)
     r = recall_at_k(similarity, positives, (1, 5, 10))
-    return (f"LPN descriptors ({len(index)} patches, single frames, no heading): Recall@1 {r[1]:.1f} %, "
-            f"R@5 {r[5]:.1f} %, R@10 {r[10]:.1f} %, AP {average_precision(similarity, positives):.1f} %")
+    return (f"single frames vs the place index ({similarity.shape[1]} lattice points per heading): Recall@1 "
+            f"{r[1]:.1f} %, R@5 {r[5]:.1f} %, R@10 {r[10]:.1f} %, AP {average_precision(similarity, positives):.1f} %")
 
 
 def fit_temperature(evidence: list[tuple[list[float], int, list[float]]]) -> float:
@@ -90,7 +84,9 @@ def main() -> None:
     parser.add_argument("--map", type=Path, default=None, help="feature map file (built and cached when missing)")
     parser.add_argument("--every", type=int, default=8, help="use every n-th frame as a query")
     parser.add_argument("--frames", type=int, default=MapSearchConfig.frames)
-    parser.add_argument("--lpn-index", type=Path, default=None)
+    parser.add_argument("--method", choices=("lpn", "correlation"), default="lpn",
+                        help="place search: LPN descriptor index (default) or map-wide feature correlation")
+    parser.add_argument("--head", type=Path, default=None, help="LPN place head weights (default: shipped)")
     parser.add_argument("--fit", action="store_true", help="print the candidate temperature that fits these queries")
     args = parser.parse_args()
 
@@ -115,7 +111,20 @@ def main() -> None:
 
     frame = EnuFrame(*feature_map.origin)
     truth_a = np.array([frame.to_enu(g.lat, g.lon)[:2] for g in map(dataset.truth, range(len(dataset)))])
-    relocalizer = Relocalizer(registrar, tiles, feature_map, config)
+    place_map: PlaceIndex | SatelliteFeatureMap = feature_map
+    if args.method == "lpn":
+        index_path = Path(f"out/relocalization/places_{args.world}.safetensors")
+        if index_path.is_file() and args.head is None:
+            place_map = PlaceIndex.load(index_path)
+        else:
+            start = time.perf_counter()
+            place_map = build_place_index(feature_map, load_place_head(args.head or DEFAULT_PLACE_WEIGHTS))
+            print(f"place index built in {time.perf_counter() - start:.0f} s: {len(place_map)} descriptors "
+                  f"({place_map.cell_m:g} m lattice, {len(place_map.headings)} headings)")
+            if args.head is None:
+                place_map.save(index_path)
+    relocalizer = Relocalizer(registrar, tiles, place_map, config)
+    singles = []
     rng = np.random.default_rng(0)
     hits1, hits3, errors, published_wrong, times, used_frames, evidence = [], [], [], [], [], [], []
     rows = list(range(0, len(dataset), args.every))
@@ -135,6 +144,8 @@ def main() -> None:
             d = dataset.drives[ref.drive_index]
             oxts = d.oxts(ref.frame)
             image, camera = d.image(ref.frame), d.camera()
+            if j == q:
+                singles.append((image, camera, oxts.yaw, dataset.camera_height_m, oxts.pitch, oxts.roll))
             position = tuple(float(v) for v in (truth_a[j] - truth_a[q]) * scale)
             start = time.perf_counter()
             if j != q:
@@ -172,8 +183,8 @@ def main() -> None:
               f"{100 * np.mean(np.array(hits1)[full]):.1f} %, pose within 1 m {100 * (err[full] <= 1).mean():.1f} %")
     if args.fit:
         print(f"  candidate temperature fit: {fit_temperature(evidence):.4f}")
-    if args.lpn_index is not None:
-        print(lpn_recall(args.lpn_index, dataset, rows))
+    if isinstance(place_map, PlaceIndex):
+        print(single_frame_recall(relocalizer, place_map, singles, truth_a[rows]))
 
 
 if __name__ == "__main__":

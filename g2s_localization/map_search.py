@@ -37,6 +37,31 @@ FORMAT = "g2s-feature-map-1"
 NORTH_UP_YAW = math.pi / 2  # ENU yaw of 'up' in a north-up map
 
 
+def grid_cell_to_en(shape: tuple[int, int], cell_m: float, row: Tensor | float, col: Tensor | float,
+                    heading: float) -> tuple[Tensor, Tensor]:
+    """Cell ``(row, col)`` of a square grid heading-up at ENU yaw ``heading``, centred on the origin
+    -> ENU metres (east, north) from the origin."""
+    h, w = shape
+    right = (torch.as_tensor(col, dtype=torch.float32) - (w - 1) / 2) * cell_m
+    forward = ((h - 1) / 2 - torch.as_tensor(row, dtype=torch.float32)) * cell_m
+    s, c = math.sin(heading), math.cos(heading)
+    return right * s + forward * c, -right * c + forward * s
+
+
+def grid_en_to_cell(shape: tuple[int, int], cell_m: float, east: Tensor, north: Tensor, heading: float
+                    ) -> tuple[Tensor, Tensor]:
+    """Inverse of :func:`grid_cell_to_en`: fractional ``(row, col)``."""
+    h, w = shape
+    s, c = math.sin(heading), math.cos(heading)
+    right, forward = east * s - north * c, east * c + north * s
+    return (h - 1) / 2 - forward / cell_m, right / cell_m + (w - 1) / 2
+
+
+def nearest_heading(headings: Tensor, yaw: float) -> int:
+    """Index of the heading (ENU yaw, rad) closest to ``yaw``, across the +-pi wrap."""
+    return int(torch.remainder(headings - yaw + math.pi, 2 * math.pi).sub(math.pi).abs().argmin())
+
+
 @dataclass(frozen=True)
 class MapSearchConfig:
     """Defaults: 1.6 m search cells, +-6 deg around the compass, 8 frames 8 m apart, 3 candidates."""
@@ -87,20 +112,13 @@ class SatelliteFeatureMap:
     def cell_to_en(self, row: Tensor | float, col: Tensor | float, heading: float = NORTH_UP_YAW
                    ) -> tuple[Tensor, Tensor]:
         """Cell ``(row, col)`` of the grid heading-up at ``heading`` -> ENU metres from the origin."""
-        h, w = self.shape
-        right = (torch.as_tensor(col, dtype=torch.float32) - (w - 1) / 2) * self.cell_m
-        forward = ((h - 1) / 2 - torch.as_tensor(row, dtype=torch.float32)) * self.cell_m
-        s, c = math.sin(heading), math.cos(heading)
-        return right * s + forward * c, -right * c + forward * s
+        return grid_cell_to_en(self.shape, self.cell_m, row, col, heading)
 
     def en_to_cell(self, east: Tensor, north: Tensor, heading: float) -> tuple[Tensor, Tensor]:
-        h, w = self.shape
-        s, c = math.sin(heading), math.cos(heading)
-        right, forward = east * s - north * c, east * c + north * s
-        return (h - 1) / 2 - forward / self.cell_m, right / self.cell_m + (w - 1) / 2
+        return grid_en_to_cell(self.shape, self.cell_m, east, north, heading)
 
     def nearest_heading(self, yaw: float) -> int:
-        return int(torch.remainder(self.headings - yaw + math.pi, 2 * math.pi).sub(math.pi).abs().argmin())
+        return nearest_heading(self.headings, yaw)
 
     def spectrum(self, d: int) -> Tensor:
         if d not in self._spectra:

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from .camera import PinholeCamera
 from .geodesy import EnuFrame, wrap_angle
 from .map_search import MapSearchConfig, SatelliteFeatureMap, ScoreMap, SequenceSearch, score_map
+from .place_index import PlaceIndex
 from .registration import Registrar, RegistrationResult, live_batch
 from .tile_sources import TileError
 from .tiles import TileCache
@@ -60,16 +61,17 @@ class Relocalizer:
     the IMU heading); pass None when no odometry is available: then each frame stands alone.
     """
 
-    def __init__(self, registrar: Registrar, tiles: TileCache, feature_map: SatelliteFeatureMap,
+    def __init__(self, registrar: Registrar, tiles: TileCache, place_map: PlaceIndex | SatelliteFeatureMap,
                  config: MapSearchConfig = MapSearchConfig()) -> None:
-        self.registrar, self.tiles, self.map, self.config = registrar, tiles, feature_map, config
+        self.registrar, self.tiles, self.map, self.config = registrar, tiles, place_map, config
         # Same network, narrower window: a single frame's +-20 m search can jump to a look-alike spot
         # that the summed track has already ruled out.
         self.refiner = copy.copy(registrar)
         self.refiner.config = replace(registrar.config, search_radius_m=config.refine_radius_m)
-        self.search = SequenceSearch(feature_map, config)
-        feature_map.prepare()
-        self.frame = EnuFrame(*feature_map.origin)
+        self.search = SequenceSearch(place_map, config)
+        if isinstance(place_map, SatelliteFeatureMap):
+            place_map.prepare()
+        self.frame = EnuFrame(*place_map.origin)
 
     def reset(self) -> None:
         self.search.reset()
@@ -82,7 +84,11 @@ class Relocalizer:
             raise ValueError("relocalization needs a finite IMU heading and attitude")
         batch = live_batch(image, camera, camera_height_m, pitch, roll)
         bev, mask = self.registrar.ground_features(batch)
-        scores = score_map(self.map, bev[0], mask[0], heading_yaw, self.config)
+        if isinstance(self.map, PlaceIndex):
+            scores = self.map.scores(*self.map.describe(bev[0].cpu(), mask[0].cpu(), heading_yaw,
+                                                        self.registrar.config.bev_metres_per_px))
+        else:
+            scores = score_map(self.map, bev[0], mask[0], heading_yaw, self.config)
         if position_en is None or not all(math.isfinite(v) for v in position_en):
             self.search.reset()
             position_en = (0.0, 0.0)

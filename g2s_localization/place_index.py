@@ -1,0 +1,284 @@
+"""LPN place descriptors on the registration's own features, and their index over the tile cache.
+
+Why on the registration's features: they already match across views (the registration
+correlates them), so an LPN head on top only has to summarise a footprint, not bridge the
+ground/satellite appearance gap. A descriptor is LPN's square-ring part pooling of a small
+per-cell network's output, one projection per part. The rings are split into left and right
+halves: LPN pools whole rings because University-1652 views come at any heading, whereas here
+the IMU gives the heading, and halves keep the left and right sides of a street apart.
+
+Both views are the same window of ``S x S`` feature cells, heading up with the vehicle at the
+centre cell ``((S-1)/2, (S-1)/2)``: the camera's BEV features pooled to the map's cell, and a
+window of a :class:`~.map_search.SatelliteFeatureMap` grid. Parts only cover the camera's
+footprint (a fixed wedge), so both views pool the same ground.
+
+:class:`PlaceIndex` stores descriptors densely on a north-up lattice over the cache, one
+layer per map heading (rotations covered), in safetensors with the head's weights beside them,
+so a query is always embedded by the head that built the gallery.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .correlation import rotate_bev
+from .map_search import NORTH_UP_YAW, SatelliteFeatureMap, ScoreMap, grid_cell_to_en, grid_en_to_cell, nearest_heading
+
+FORMAT = "g2s-place-index-1"
+FAISS_MIN_GALLERY = 20000  # below this a matrix product is as fast and needs no extra library
+
+
+def part_kernels(footprint: Tensor, rings: int, sides: int) -> Tensor:
+    """Footprint ``(S, S)`` (bool) -> part weights ``(P, S, S)``, each summing to 1.
+
+    Ring ``i``: cells whose Chebyshev distance from the centre, in half-extents, lies in
+    ``[i / rings, (i + 1) / rings)``; side ``j``: the ``j``-th of ``sides`` column bands, left to right.
+    Parts the footprint misses (the camera does not see the ground under the vehicle) are left out,
+    so ``P <= rings * sides``.
+    """
+    s = footprint.shape[-1]
+    if footprint.shape != (s, s) or rings < 1 or sides < 1:
+        raise ValueError(f"need a square footprint and at least one ring and side, got {tuple(footprint.shape)}")
+    coords = (torch.arange(s, dtype=torch.float32) - (s - 1) / 2) / (s / 2)
+    radius = torch.maximum(coords.abs()[:, None], coords.abs()[None, :])
+    ring = torch.clamp((radius * rings).long(), max=rings - 1)
+    side = torch.clamp(((coords + 1) / 2 * sides).long(), max=sides - 1)[None, :].expand(s, s)
+    parts = F.one_hot(ring * sides + side, rings * sides).permute(2, 0, 1).float() * footprint.float()
+    counts = parts.sum((1, 2))
+    if not (counts > 0).any():
+        raise ValueError("the footprint is empty")
+    return parts[counts > 0] / counts[counts > 0, None, None]
+
+
+class RingPartHead(nn.Module):
+    """Feature window ``(B, C, S, S)`` + mask ``(B, S, S)`` -> unit descriptor ``(B, P * dim)``.
+
+    Per-cell MLP, masked mean over each part (``parts`` ``(P, S, S)``, a buffer saved with the
+    weights), one linear projection per part, each part normalised; the concatenation divided by
+    ``sqrt(P)`` has unit norm, so a dot product is the mean per-part cosine.
+    """
+
+    def __init__(self, in_channels: int, parts: Tensor, hidden: int = 32, dim: int = 8) -> None:
+        super().__init__()
+        self.register_buffer("parts", parts.float())
+        self.cell = nn.Sequential(nn.Conv2d(in_channels, hidden, 1), nn.ReLU(),
+                                  nn.Conv2d(hidden, hidden, 1), nn.ReLU())
+        self.projection = nn.Parameter(torch.randn(len(parts), hidden, dim) / math.sqrt(hidden))
+
+    @property
+    def window(self) -> int:
+        return int(self.parts.shape[-1])
+
+    def pool(self, features: Tensor, mask: Tensor) -> Tensor:
+        """``(B, C, S, S)``, ``(B, S, S)`` -> per-part means of the cell features ``(B, P, hidden)``."""
+        m = mask.to(features.dtype)
+        total = torch.einsum("bhxy,pxy->bph", self.cell(features) * m[:, None], self.parts)
+        weight = torch.einsum("bxy,pxy->bp", m, self.parts).clamp(min=1e-3)
+        return total / weight[..., None]
+
+    def embed(self, pooled: Tensor) -> Tensor:
+        """``(B, P, hidden)`` -> ``(B, P * dim)``."""
+        z = F.normalize(torch.einsum("bph,phd->bpd", pooled, self.projection), dim=2)
+        return z.flatten(1) / math.sqrt(len(self.parts))
+
+    def forward(self, features: Tensor, mask: Tensor) -> Tensor:
+        return self.embed(self.pool(features, mask))
+
+    @property
+    def config(self) -> dict[str, int]:
+        return {"in_channels": self.cell[0].in_channels, "hidden": self.cell[0].out_channels,
+                "dim": int(self.projection.shape[-1]), "parts": len(self.parts), "window": self.window}
+
+    @classmethod
+    def from_tensors(cls, config: dict[str, int], tensors: dict[str, Tensor], source: str) -> "RingPartHead":
+        """A head from its config and state dict; a mismatch raises ValueError naming ``source``."""
+        from .checkpoints import load_model_weights
+
+        try:
+            parts = torch.zeros(int(config["parts"]), int(config["window"]), int(config["window"]))
+            head = cls(int(config["in_channels"]), parts, int(config["hidden"]), int(config["dim"]))
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{source}: bad place-descriptor head configuration {config}: {exc}") from exc
+        load_model_weights(head, {f"model.{k}": v for k, v in tensors.items()}, source)
+        return head.eval()
+
+
+def query_window(bev: Tensor, mask: Tensor, yaw_offset: float, pool: int) -> tuple[Tensor, Tensor]:
+    """Camera BEV features ``(C, s, s)`` + mask ``(s, s)``, turned by ``yaw_offset`` (rad, counter-
+    clockwise) onto a map grid's heading, pooled by ``pool`` -> ``(C, S, S)``, mask ``(S, S)``."""
+    rotated, rotated_mask = rotate_bev(bev[None], mask[None], torch.tensor([yaw_offset], dtype=bev.dtype))
+    window = F.avg_pool2d(rotated[0].float(), pool)[0]
+    inside = F.avg_pool2d(rotated_mask[0, :, None].float(), pool)[0, 0] > 0.5
+    return window * inside, inside
+
+
+@dataclass
+class PlaceIndex:
+    """Descriptors ``(D, H, W, E)`` on a north-up lattice of ``cell_m`` centred on ``origin``, layer
+    ``d`` made from the map grid heading-up at ENU yaw ``headings[d]``; ``valid`` ``(D, H, W)``.
+
+    Lattice conventions are those of :class:`~.map_search.SatelliteFeatureMap` (row 0 north,
+    column 0 west, centre cell at ``origin``), so :class:`~.map_search.SequenceSearch` sums its
+    score maps the same way.
+    """
+
+    origin: tuple[float, float]
+    cell_m: float
+    descriptors: Tensor
+    valid: Tensor
+    headings: Tensor
+    head: RingPartHead
+    feature_cell_m: float  # cell of the descriptor windows (queries are pooled to it)
+    registrar_name: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.descriptors.shape[1]), int(self.descriptors.shape[2])
+
+    def __len__(self) -> int:
+        return int(self.valid.sum())
+
+    def cell_to_en(self, row: Tensor | float, col: Tensor | float) -> tuple[Tensor, Tensor]:
+        return grid_cell_to_en(self.shape, self.cell_m, row, col, NORTH_UP_YAW)
+
+    def nearest_heading(self, yaw: float) -> int:
+        return nearest_heading(self.headings, yaw)
+
+    @torch.no_grad()
+    def describe(self, bev: Tensor, mask: Tensor, heading_yaw: float, bev_cell_m: float) -> tuple[Tensor, int]:
+        """Camera BEV features ``(C, s, s)`` at ``bev_cell_m`` -> descriptor ``(E,)`` and the layer to search."""
+        pool = int(round(self.feature_cell_m / bev_cell_m))
+        if pool < 1 or bev.shape[-1] != pool * self.head.window:
+            raise ValueError(f"a {bev.shape[-1]}-cell BEV at {bev_cell_m:g} m does not give the index's "
+                             f"{self.head.window} cells of {self.feature_cell_m:g} m")
+        d = self.nearest_heading(heading_yaw)
+        window, inside = query_window(bev, mask, heading_yaw - float(self.headings[d]), pool)
+        return self.head(window[None], inside[None])[0], d
+
+    def scores(self, descriptor: Tensor, layer: int) -> ScoreMap:
+        """Cosine similarity of ``descriptor`` ``(E,)`` at every lattice cell of one layer; cells
+        off the cache get the lowest valid score."""
+        similarity = self.descriptors[layer].float() @ descriptor.float()
+        valid = self.valid[layer]
+        floor = float(similarity[valid].min()) if valid.any() else 0.0
+        return ScoreMap(similarity.masked_fill(~valid, floor), layer)
+
+    def search(self, queries: NDArray[np.float32], k: int, layer: int | None = None
+               ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Top-``k`` similarities and flat gallery rows ``d * H * W + r * W + c`` per query ``(Q, E)``;
+        exact, with faiss when installed and the gallery is large. ``layer`` restricts to one heading."""
+        gallery = self.descriptors.float().flatten(0, 2).numpy()
+        keep = self.valid.flatten().numpy().copy()
+        if layer is not None:
+            keep &= np.repeat(np.arange(len(self.headings)) == layer, self.shape[0] * self.shape[1])
+        rows = np.flatnonzero(keep)
+        k = min(k, len(rows))
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        faiss = None
+        if len(rows) >= FAISS_MIN_GALLERY:
+            try:
+                import faiss
+            except ImportError:
+                pass
+        if faiss is not None:
+            flat = faiss.IndexFlatIP(gallery.shape[1])
+            flat.add(np.ascontiguousarray(gallery[rows]))
+            scores, found = flat.search(queries, k)
+            return scores, rows[found]
+        similarity = queries @ gallery[rows].T
+        order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(similarity, order, 1).astype(np.float32), rows[order]
+
+    def place(self, rows: NDArray[np.int64]) -> tuple[NDArray, NDArray, NDArray]:
+        """Flat gallery rows -> ENU east, north (m from the origin) and heading (rad)."""
+        h, w = self.shape
+        d, r, c = rows // (h * w), (rows // w) % h, rows % w
+        east, north = self.cell_to_en(torch.as_tensor(r), torch.as_tensor(c))
+        return east.numpy(), north.numpy(), self.headings[torch.as_tensor(d)].numpy()
+
+    def save(self, path: str | Path) -> Path:
+        meta = {"format": FORMAT, "origin": json.dumps(self.origin), "cell_m": repr(self.cell_m),
+                "feature_cell_m": repr(self.feature_cell_m), "registrar": self.registrar_name,
+                "head": json.dumps(self.head.config)}
+        tensors = {"descriptors": self.descriptors.half().contiguous(), "valid": self.valid.to(torch.uint8),
+                   "headings": self.headings.float().contiguous()}
+        tensors.update({f"head.{k}": v.detach().contiguous() for k, v in self.head.state_dict().items()})
+        save_file(tensors, str(path), metadata=meta)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PlaceIndex":
+        """Safetensors only; a missing, corrupt or foreign file raises ValueError."""
+        try:
+            tensors = load_file(str(path))
+            with safe_open(str(path), "pt") as handle:
+                meta = handle.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise ValueError("not a g2s place index")
+            origin = tuple(float(v) for v in json.loads(meta["origin"]))
+            cell_m, feature_cell_m = float(meta["cell_m"]), float(meta["feature_cell_m"])
+            head = RingPartHead.from_tensors(json.loads(meta["head"]), {k[5:]: v for k, v in tensors.items()
+                                                                        if k.startswith("head.")}, str(path))
+            descriptors, valid, headings = tensors["descriptors"], tensors["valid"].bool(), tensors["headings"]
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"cannot read place index {path}: {exc}") from exc
+        d = len(headings)
+        if (descriptors.ndim != 4 or descriptors.shape[0] != d or valid.shape != descriptors.shape[:3]
+                or descriptors.shape[-1] != head.config["parts"] * head.config["dim"]
+                or not (cell_m > 0 and feature_cell_m > 0 and math.isfinite(cell_m + feature_cell_m))):
+            raise ValueError(f"place index {path}: inconsistent shapes or cell sizes")
+        if not (torch.isfinite(descriptors).all() and torch.isfinite(headings).all()):
+            raise ValueError(f"place index {path}: non-finite values")
+        return cls((origin[0], origin[1]), cell_m, descriptors, valid, headings.float(), head, feature_cell_m,
+                   meta.get("registrar", ""))
+
+
+@torch.no_grad()
+def build_place_index(feature_map: SatelliteFeatureMap, head: RingPartHead, lattice_cells: int = 3,
+                      progress: bool = True) -> PlaceIndex:
+    """Descriptors of every ``lattice_cells``-th map cell at every map heading.
+
+    Each part's mean is an FFT correlation of the cell features with that part's weights, so the
+    window is described at every cell at once; lattice points are then read off by their position
+    on each heading's grid. A lattice point whose window leaves the cache is invalid, never padded.
+    """
+    head = head.eval().cpu()
+    s, o = head.window, (head.window - 1) / 2
+    h, w = feature_map.shape
+    if h < s or w < s or lattice_cells < 1:
+        raise ValueError(f"a {w}x{h}-cell map cannot hold a {s}-cell window at lattice {lattice_cells}")
+    size = (h - 1) // lattice_cells + 1
+    lattice = (torch.arange(size, dtype=torch.float32) - (size - 1) / 2) * lattice_cells
+    rows, cols = torch.meshgrid(lattice + (h - 1) / 2, lattice + (w - 1) / 2, indexing="ij")
+    east, north = feature_map.cell_to_en(rows, cols)
+    kernel_spectra = torch.fft.rfft2(head.parts, s=(h, w))
+    layers = len(feature_map.headings)
+    dim = len(head.parts) * head.projection.shape[-1]
+    descriptors = torch.zeros(layers, size, size, dim, dtype=torch.float16)
+    valid = torch.zeros(layers, size, size, dtype=torch.bool)
+    for d in tqdm(range(layers), desc="place index", disable=not progress, unit="heading"):
+        heading = float(feature_map.headings[d])
+        spectrum = torch.fft.rfft2(head.cell(feature_map.features[d][None].float())[0])
+        r, c = grid_en_to_cell((h, w), feature_map.cell_m, east, north, heading)
+        top, left = torch.round(r - o).long(), torch.round(c - o).long()
+        inside = (top >= 0) & (top <= h - s) & (left >= 0) & (left <= w - s)
+        top, left = top.clamp(0, h - s), left.clamp(0, w - s)
+        covered = feature_map.covered(d, s)[top, left] & inside
+        pooled = torch.stack([torch.fft.irfft2(spectrum * kernel_spectra[p].conj(), s=(h, w))[:, top, left]
+                              for p in range(len(head.parts))], -1)  # (hidden, size, size, P)
+        descriptors[d] = head.embed(pooled.permute(1, 2, 3, 0).reshape(-1, len(head.parts), pooled.shape[0])
+                                    ).view(size, size, dim).half()
+        valid[d] = covered
+    return PlaceIndex(feature_map.origin, feature_map.cell_m * lattice_cells, descriptors, valid,
+                      feature_map.headings.clone(), head, feature_map.cell_m, feature_map.registrar_name)
