@@ -51,11 +51,12 @@ def single_frame_recall(relocalizer: Relocalizer, index: PlaceIndex, frames: lis
         valid = index.valid[layer].flatten().numpy()
         rows, cols = np.divmod(np.arange(valid.size), index.shape[1])
         e, n = (v.numpy() for v in index.cell_to_en(torch.as_tensor(rows), torch.as_tensor(cols)))
-        similarity.append(scores.flatten().numpy()[valid])
-        positives.append((np.hypot(e - east, n - north) <= 8.0)[valid])
+        similarity.append(np.where(valid, scores.flatten().numpy(), -np.inf))
+        positives.append(valid & (np.hypot(e - east, n - north) <= 8.0))
     similarity, positives = np.stack(similarity), np.stack(positives)
     r = recall_at_k(similarity, positives, (1, 5, 10))
-    return (f"single frames vs the place index ({similarity.shape[1]} lattice points per heading): Recall@1 "
+    return (f"single frames vs the place index ({similarity.shape[1]} lattice points per heading, within 8 m is a "
+            f"match): Recall@1 "
             f"{r[1]:.1f} %, R@5 {r[5]:.1f} %, R@10 {r[10]:.1f} %, AP {average_precision(similarity, positives):.1f} %")
 
 

@@ -93,32 +93,35 @@ def _calibrate(args: argparse.Namespace) -> None:
           f"weights written to {args.out}")
 
 
-def _train_retrieval(args: argparse.Namespace) -> None:
+def _train_place_head(args: argparse.Namespace) -> None:
     from .datasets import KittiRegistrationDataset
-    from .relocalization import RetrievalConfig
-    from .retrieval_training import prepare_pairs, save_embedder, train_embedder
+    from .place_training import PlaceHeadConfig, prepare_place_samples, save_place_head, train_place_head
+    from .registration import registrar_from_weights
 
-    config = RetrievalConfig()
-    pairs = prepare_pairs(KittiRegistrationDataset(args.root, args.split), config, every=args.every)
-    net = train_embedder(pairs, config, steps=args.steps)
-    path = save_embedder(args.out, net, config, {"split": args.split, "note": "trained on SYNTHETIC data"})
-    print(f"retrieval weights written to {path}")
+    config, registrar = PlaceHeadConfig(), registrar_from_weights(args.weights, args.device)
+    samples = prepare_place_samples(KittiRegistrationDataset(args.root, args.split), registrar, config, every=args.every)
+    head = train_place_head(samples, config, steps=args.steps)
+    path = save_place_head(args.out, head, {"split": args.split, "registrar": registrar.name, "labels": "GNSS only",
+                                            "note": "trained on SYNTHETIC data"})
+    print(f"place head ({len(samples.queries)} frames) written to {path}")
 
 
-def _build_index(args: argparse.Namespace) -> None:
-    from .camera import PinholeCamera
-    from .relocalization import build_index, camera_footprint
-    from .retrieval_training import DEFAULT_RETRIEVAL_WEIGHTS, load_embedder
+def _build_place_index(args: argparse.Namespace) -> None:
+    from .map_search import MapSearchConfig, build_feature_map
+    from .place_index import build_place_index
+    from .place_training import DEFAULT_PLACE_WEIGHTS, load_place_head
+    from .registration import registrar_from_weights
     from .tile_sources import open_tile_source
     from .tiles import TileCache
 
-    embedder, config = load_embedder(args.weights or DEFAULT_RETRIEVAL_WEIGHTS)
-    camera = PinholeCamera(args.camera[0], args.camera[1], args.camera[2], args.camera[3], int(args.camera[4]),
-                           int(args.camera[5]))
-    footprint = camera_footprint(camera, args.camera_height, config)
-    index = build_index(TileCache(open_tile_source(args.tiles)), embedder, footprint, (args.lat, args.lon),
-                        args.half_extent, config)
-    print(f"{len(index)} descriptors written to {index.save(args.out)}")
+    registrar = registrar_from_weights(args.weights, args.device)
+    head = load_place_head(args.head or DEFAULT_PLACE_WEIGHTS)
+    feature_map = build_feature_map(TileCache(open_tile_source(args.tiles)), registrar, (args.lat, args.lon),
+                                    args.half_extent, MapSearchConfig.pool)
+    index = build_place_index(feature_map, head, args.lattice_cells)
+    h, w = index.shape
+    print(f"{len(index)} descriptors ({w}x{h} lattice of {index.cell_m:g} m x {len(index.headings)} headings) for the "
+          f"{registrar.name} registrar written to {index.save(args.out)}")
 
 
 def _build_feature_map(args: argparse.Namespace) -> None:
@@ -223,21 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change search settings of the model config (e.g. bev_size=160 yaw_step_deg=2.0)")
     p.set_defaults(func=_calibrate)
 
-    p = sub.add_parser("train-retrieval", help="train the LPN retrieval embedder on synthetic drives")
+    p = sub.add_parser("train-place-head", help="train the LPN place head on synthetic drives (GNSS labels only)")
     p.add_argument("--root", type=Path, default=Path("data/g2s_synth"))
     p.add_argument("--split", default="train")
     p.add_argument("--every", type=int, default=2, help="use every n-th frame")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--weights", default="", help="registrar whose features it reads: '', 'baseline' or a path")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=_train_retrieval)
+    p.set_defaults(func=_train_place_head)
 
-    p = sub.add_parser("build-index", help="descriptor index over a tile cache, for relocalization")
+    p = sub.add_parser("build-place-index", help="LPN place index of a tile cache, for relocalization without GNSS")
     _add_area_arguments(p)
-    p.add_argument("--camera", type=float, nargs=6, required=True, metavar=("FX", "FY", "CX", "CY", "W", "H"))
-    p.add_argument("--camera-height", type=float, default=1.65)
-    p.add_argument("--weights", type=Path, default=None, help="retrieval weights (default: shipped)")
+    p.add_argument("--weights", default="", help="as the node's weights parameter: '', 'baseline' or a path")
+    p.add_argument("--head", type=Path, default=None, help="place head weights (default: shipped)")
+    p.add_argument("--lattice-cells", type=int, default=3, help="index spacing in 1.6 m map cells")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=_build_index)
+    p.set_defaults(func=_build_place_index)
 
     p = sub.add_parser("build-feature-map", help="satellite feature map of a tile cache, for relocalization")
     _add_area_arguments(p)

@@ -70,8 +70,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "base_frame": ("base_link", "vehicle body frame"),
     "publish_tf": (True, "publish the map transform on /tf"),
     "tf_mode": ("auto", "'auto', 'map_odom' or 'map_base'"),
-    "relocalization_map": ("", "feature map of the cache (g2s build-feature-map) for relocalization without "
-                               "GNSS; '' = off"),
+    "relocalization_map": ("", "place index (g2s build-place-index) or feature map (g2s build-feature-map) of the "
+                               "cache, for relocalization without GNSS; '' = off"),
     "relocalization_gate_m": (15.0, "registration this far from the GNSS fix means relocalize instead, metres"),
     "relocalization_max_std_m": (5.0, "relocalizations with a larger position std are withheld, metres"),
 }
@@ -163,18 +163,18 @@ class G2SNode(Node):
                                f"{registrar.device}")
 
     def _relocalizer(self, registrar: "Registrar", tiles: "TileCache") -> "Relocalizer":
-        """The map-wide relocalizer over ``relocalization_map``, which must hold this registrar's features."""
-        from .map_search import SatelliteFeatureMap
-        from .relocalizer import Relocalizer
+        """The relocalizer over ``relocalization_map`` (a place index or a feature map), which must
+        have been built from this registrar's features."""
+        from .relocalizer import Relocalizer, load_place_map
 
         try:
-            feature_map = SatelliteFeatureMap.load(self.p("relocalization_map"))
+            place_map = load_place_map(self.p("relocalization_map"))
         except ValueError as exc:
             raise ConfigurationError(f"cannot load the relocalization map: {exc}") from exc
-        if feature_map.registrar_name != registrar.name:
-            raise ConfigurationError(f"relocalization map was built with the {feature_map.registrar_name!r} "
-                                     f"registrar, the node runs {registrar.name!r}; rebuild it (g2s build-feature-map)")
-        return Relocalizer(registrar, tiles, feature_map)
+        if place_map.registrar_name != registrar.name:
+            raise ConfigurationError(f"relocalization map was built with the {place_map.registrar_name!r} "
+                                     f"registrar, the node runs {registrar.name!r}; rebuild it (g2s build-place-index)")
+        return Relocalizer(registrar, tiles, place_map)
 
     def shutdown(self) -> None:
         self._stop.set()

@@ -159,9 +159,10 @@ class PlaceIndex:
     def describe(self, bev: Tensor, mask: Tensor, heading_yaw: float, bev_cell_m: float) -> tuple[Tensor, int]:
         """Camera BEV features ``(C, s, s)`` at ``bev_cell_m`` -> descriptor ``(E,)`` and the layer to search."""
         pool = int(round(self.feature_cell_m / bev_cell_m))
-        if pool < 1 or bev.shape[-1] != pool * self.head.window:
-            raise ValueError(f"a {bev.shape[-1]}-cell BEV at {bev_cell_m:g} m does not give the index's "
-                             f"{self.head.window} cells of {self.feature_cell_m:g} m")
+        if pool < 1 or bev.shape[-1] != pool * self.head.window or bev.shape[0] != self.head.config["in_channels"]:
+            raise ValueError(f"a {bev.shape[0]}-channel, {bev.shape[-1]}-cell BEV at {bev_cell_m:g} m does not give the "
+                             f"index's {self.head.config['in_channels']} channels on {self.head.window} cells of "
+                             f"{self.feature_cell_m:g} m")
         d = self.nearest_heading(heading_yaw)
         window, inside = query_window(bev, mask, heading_yaw - float(self.headings[d]), pool)
         return self.head(window[None], inside[None])[0], d
@@ -258,6 +259,9 @@ def build_place_index(feature_map: SatelliteFeatureMap, head: RingPartHead, latt
     h, w = feature_map.shape
     if h < s or w < s or lattice_cells < 1:
         raise ValueError(f"a {w}x{h}-cell map cannot hold a {s}-cell window at lattice {lattice_cells}")
+    if feature_map.features.shape[1] != head.config["in_channels"]:
+        raise ValueError(f"the place head reads {head.config['in_channels']} channels, the feature map has "
+                         f"{feature_map.features.shape[1]}: it was trained for another registrar")
     size = (h - 1) // lattice_cells + 1
     lattice = (torch.arange(size, dtype=torch.float32) - (size - 1) / 2) * lattice_cells
     rows, cols = torch.meshgrid(lattice + (h - 1) / 2, lattice + (w - 1) / 2, indexing="ij")

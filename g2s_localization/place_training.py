@@ -1,11 +1,15 @@
 """Training the LPN place head from GNSS labels only (no ground truth), on the registrar's features.
 
 A sample is one camera frame: its BEV features, turned onto the nearest map heading, and the
-satellite feature window at its GNSS fix (the positive, a little larger so training can jitter
-it by the index lattice's half cell) plus one window at a random place of the same area (an extra
-negative beside the rest of the batch). GNSS noise of a few metres is well inside what counts as
-the same place, so weak labels suffice, as for the registration itself. Loss: InfoNCE of each query
-against every window in the batch, except other windows within ``same_place_m`` of its fix.
+satellite feature window at its label (the positive, a little larger so training can jitter it by
+about the index lattice's half step) plus one window at a random place of the same area (an extra
+negative beside the rest of the batch). Loss: InfoNCE of each query against every window in the
+batch, except other windows within ``same_place_m`` of its label.
+
+Labels: raw GNSS is metres off (7 m median on the synthetic drives), which teaches the head to
+ignore exactly the shifts it must tell apart. So by default each frame is first registered by the
+(weakly supervised) registrar within its window around the fix, and the registered position is the
+label: still no ground truth, but pseudo-labels about as good as the registration.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class PlaceHeadConfig:
     pool: int = 4  # registration cells per descriptor cell
     jitter_cells: int = 2  # positives are shifted up to this much: the index lattice's half step and more
     same_place_m: float = 8.0
+    registered_labels: bool = True  # pseudo-labels from registering each frame around its fix; False: raw GNSS
 
 
 @dataclass
@@ -47,7 +52,7 @@ class PlaceSamples:
     masks: Tensor  # (N, S, S)
     positives: Tensor  # (N, C, S + 2j, S + 2j) map windows centred on the GNSS fix
     negatives: Tensor  # (N, C, S, S) map windows at random places of the same area and heading
-    fix_en: Tensor  # (N, 2) GNSS fix, metres in its area's map frame
+    fix_en: Tensor  # (N, 2) label (registered or raw GNSS), metres in its area's map frame
     negative_en: Tensor  # (N, 2)
     area: Tensor  # (N,) which feature map
 
@@ -103,7 +108,12 @@ def prepare_place_samples(dataset: KittiRegistrationDataset, registrar: Registra
             bev, mask = registrar.ground_features(batch)
             d = fmap.nearest_heading(fix.yaw)
             query, inside = query_window(bev[0].cpu(), mask[0].cpu(), fix.yaw - float(fmap.headings[d]), config.pool)
-            east, north, _ = frame.to_enu(fix.lat, fix.lon)
+            lat, lon = fix.lat, fix.lon
+            if config.registered_labels:
+                found = registrar.localize(drive.image(ref.frame), drive.camera(), dataset.tile_cache(index), lat, lon,
+                                           fix.yaw, dataset.camera_height_m, fix.pitch, fix.roll)
+                lat, lon = found.lat_deg, found.lon_deg
+            east, north, _ = frame.to_enu(lat, lon)
             r, c = fmap.en_to_cell(torch.tensor(east), torch.tensor(north), float(fmap.headings[d]))
             top, left = int(round(float(r) - (window - 1) / 2)) - j, int(round(float(c) - (window - 1) / 2)) - j
             if not (0 <= top <= h - window - 2 * j and 0 <= left <= w - window - 2 * j):

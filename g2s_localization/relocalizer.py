@@ -14,13 +14,17 @@ import copy
 import math
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from safetensors import SafetensorError, safe_open
 
 from .camera import PinholeCamera
 from .geodesy import EnuFrame, wrap_angle
+from .map_search import FORMAT as FEATURE_MAP_FORMAT
 from .map_search import MapSearchConfig, SatelliteFeatureMap, ScoreMap, SequenceSearch, score_map
+from .place_index import FORMAT as PLACE_INDEX_FORMAT
 from .place_index import PlaceIndex
 from .registration import Registrar, RegistrationResult, live_batch
 from .tile_sources import TileError
@@ -52,6 +56,21 @@ def candidate_weights(mean_scores: NDArray[np.float64], frames: int, temperature
     summed = np.asarray(mean_scores, dtype=np.float64) * frames
     weights = np.exp((summed - summed.max()) / temperature)
     return weights / weights.sum()
+
+
+def load_place_map(path: str | Path) -> PlaceIndex | SatelliteFeatureMap:
+    """A place index (``g2s build-place-index``) or a feature map (``g2s build-feature-map``),
+    told apart by the format in the file; anything else raises ValueError."""
+    try:
+        with safe_open(str(path), "pt") as handle:
+            kind = (handle.metadata() or {}).get("format")
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+    if kind == PLACE_INDEX_FORMAT:
+        return PlaceIndex.load(path)
+    if kind == FEATURE_MAP_FORMAT:
+        return SatelliteFeatureMap.load(path)
+    raise ValueError(f"{path} is neither a place index nor a feature map (format {kind!r})")
 
 
 class Relocalizer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import pytest
 
 from g2s_localization.cli import main
 
@@ -50,3 +51,29 @@ def test_build_feature_map_for_the_node(small_world_dir: Path, tmp_path: Path, c
     assert main(["build-feature-map", str(small_world_dir / "tiles"), "--lat", "10", "--lon", "10",
                  "--weights", "baseline", "--out", str(out)]) == 2
     assert "inside the tile cache" in capsys.readouterr().err
+
+
+def test_train_place_head_and_build_place_index(small_world_dir: Path, small_dataset: Path, tmp_path: Path,
+                                               capsys) -> None:
+    from g2s_localization.place_index import PlaceIndex
+    from g2s_localization.relocalizer import load_place_map
+    from g2s_localization.synthetic import load_world
+
+    head = tmp_path / "head.safetensors"
+    assert main(["train-place-head", "--root", str(small_dataset), "--split", "train", "--every", "1", "--steps", "3",
+                 "--weights", "baseline", "--device", "cpu", "--out", str(head)]) == 0
+    assert "place head (10 frames)" in capsys.readouterr().out
+    world = load_world(small_world_dir)
+    area = [str(small_world_dir / "tiles"), "--lat", str(world.config.anchor_lat_deg), "--lon",
+            str(world.config.anchor_lon_deg), "--half-extent", "50", "--weights", "baseline", "--device", "cpu"]
+    out = tmp_path / "places.safetensors"
+    assert main(["build-place-index", *area, "--head", str(head), "--out", str(out)]) == 0
+    assert "edge-ncc baseline" in capsys.readouterr().out
+    index = load_place_map(out)
+    assert isinstance(index, PlaceIndex) and index.registrar_name == "edge-ncc baseline"
+    assert len(index.headings) == 16 and index.cell_m == pytest.approx(4.8) and len(index) > 0
+    # the shipped head reads the learned registrar's channels, not the baseline's
+    assert main(["build-place-index", *area, "--out", str(tmp_path / "other.safetensors")]) == 2
+    assert "trained for another registrar" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="neither a place index nor a feature map"):
+        load_place_map(head)
