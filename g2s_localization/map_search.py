@@ -1,11 +1,11 @@
-"""Place search over the whole tile cache: the registration's own correlation, map-wide.
+"""Satellite feature maps of the whole cache, map-wide correlation, and the trajectory sum.
 
-Why not a global descriptor: the registration features already match across views, and
-correlating them with feature maps of the whole cache scores every place at once (FFT), at the
-registration's own discrimination. Still, a 64 m camera wedge of a street looks like other
-streets (on synthetic town 20 one frame ranks the right place first 80 % of the time); adding
-the score maps of the last few frames, shifted by the vehicle's own motion (dead reckoning from
-odometry + IMU heading), makes the place unique.
+The registrar's satellite features over the cache (:func:`build_feature_map`) are what the LPN
+place index (:mod:`.place_index`) is built from; correlating a frame's BEV with them (FFT) is the
+denser, slower alternative to that index, scoring every place at the registration's own
+discrimination. Either way a 64 m camera wedge of a street looks like other streets; adding the
+score maps of the last few frames, shifted by the vehicle's own motion (dead reckoning from
+odometry + IMU heading), makes the place unique (:class:`SequenceSearch`).
 
 Conventions: every grid is square with its centre cell ``((H-1)/2, (W-1)/2)`` at ``origin``;
 grid ``d`` is heading-up at ``headings[d]`` (north-up: row 0 north, column 0 west). Score maps
@@ -272,6 +272,8 @@ class SequenceSearch:
     ``add`` takes each frame's position in any ENU-aligned local frame (odometry rotated by the
     IMU heading); only its differences matter. The newest frame is always used; older ones are kept
     ``frame_spacing_m`` apart, so the window spans about ``frames x spacing`` metres of travel.
+    ``feature_map`` is anything with north-up ``cell_m`` and ``cell_to_en`` (a feature map or a
+    :class:`~.place_index.PlaceIndex`).
     """
 
     def __init__(self, feature_map: SatelliteFeatureMap, config: MapSearchConfig = MapSearchConfig()) -> None:

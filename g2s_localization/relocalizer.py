@@ -1,7 +1,9 @@
-"""Relocalization without (or against) GNSS: map-wide place search, then fine registration.
+"""Relocalization without (or against) GNSS: place retrieval over the cache, then fine registration.
 
-Each frame's BEV features are scored over the whole cache (:mod:`.map_search`), the score maps
-of the recent trajectory are summed along dead-reckoned motion, and the best distinct places are
+Each frame is scored against every place of the cache: by its LPN descriptor against a
+:class:`~.place_index.PlaceIndex` (the default: small, fast), or by correlating its BEV features
+with a :class:`~.map_search.SatelliteFeatureMap` (denser and slower). The score maps of the
+recent trajectory are summed along dead-reckoned motion, and the best distinct places are
 registered within a few metres (the track has already pinned each down to a cell). The answer is
 the best-scoring place, refined; its covariance also spans the other candidates in proportion to
 how plausible they still are, and its confidence is that plausibility times the registration's,
