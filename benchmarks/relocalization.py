@@ -85,8 +85,8 @@ def main() -> None:
     parser.add_argument("--map", type=Path, default=None, help="feature map file (built and cached when missing)")
     parser.add_argument("--every", type=int, default=8, help="use every n-th frame as a query")
     parser.add_argument("--frames", type=int, default=MapSearchConfig.frames)
-    parser.add_argument("--method", choices=("lpn", "correlation"), default="lpn",
-                        help="place search: LPN descriptor index (default) or map-wide feature correlation")
+    parser.add_argument("--method", choices=("correlation", "lpn"), default="correlation",
+                        help="place search: map-wide feature correlation (default) or the LPN place index")
     parser.add_argument("--head", type=Path, default=None, help="LPN place head weights (default: shipped)")
     parser.add_argument("--fit", action="store_true", help="print the candidate temperature that fits these queries")
     args = parser.parse_args()

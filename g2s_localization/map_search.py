@@ -1,9 +1,8 @@
 """Satellite feature maps of the whole cache, map-wide correlation, and the trajectory sum.
 
 The registrar's satellite features over the cache (:func:`build_feature_map`) are what the LPN
-place index (:mod:`.place_index`) is built from; correlating a frame's BEV with them (FFT) is the
-denser, slower alternative to that index, scoring every place at the registration's own
-discrimination. Either way a 64 m camera wedge of a street looks like other streets; adding the
+place index (:mod:`.place_index`) is built from; correlating a frame's BEV with them (FFT) scores
+every place at the registration's own discrimination, which the index does not reach. Either way a 64 m camera wedge of a street looks like other streets; adding the
 score maps of the last few frames, shifted by the vehicle's own motion (dead reckoning from
 odometry + IMU heading), makes the place unique (:class:`SequenceSearch`).
 
@@ -35,6 +34,17 @@ from .tiles import TileCache
 
 FORMAT = "g2s-feature-map-1"
 NORTH_UP_YAW = math.pi / 2  # ENU yaw of 'up' in a north-up map
+
+
+def read_tagged(path: str | Path, fmt: str, what: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file whose metadata says ``format: fmt``; a foreign file
+    raises ValueError, an unreadable one SafetensorError or OSError."""
+    tensors = load_file(str(path))
+    with safe_open(str(path), "pt") as handle:
+        meta = handle.metadata() or {}
+    if meta.get("format") != fmt:
+        raise ValueError(f"not a g2s {what}")
+    return tensors, meta
 
 
 def grid_cell_to_en(shape: tuple[int, int], cell_m: float, row: Tensor | float, col: Tensor | float,
@@ -151,11 +161,7 @@ class SatelliteFeatureMap:
     def load(cls, path: str | Path) -> "SatelliteFeatureMap":
         """Safetensors only; a missing, corrupt or foreign file raises ValueError."""
         try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), "pt") as handle:
-                meta = handle.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ValueError("not a g2s feature map")
+            tensors, meta = read_tagged(path, FORMAT, "feature map")
             origin = tuple(float(v) for v in json.loads(meta["origin"]))
             features, valid, cell_m = tensors["features"].float(), tensors["valid"].bool(), float(meta["cell_m"])
             headings = tensors["headings"].float()

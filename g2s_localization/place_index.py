@@ -27,13 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from .correlation import rotate_bev
-from .map_search import NORTH_UP_YAW, SatelliteFeatureMap, ScoreMap, grid_cell_to_en, grid_en_to_cell, nearest_heading
+from .map_search import (
+    NORTH_UP_YAW, SatelliteFeatureMap, ScoreMap, grid_cell_to_en, grid_en_to_cell, nearest_heading, read_tagged,
+)
 
 FORMAT = "g2s-place-index-1"
 FAISS_MIN_GALLERY = 20000  # below this a matrix product is as fast and needs no extra library
@@ -222,11 +224,7 @@ class PlaceIndex:
     def load(cls, path: str | Path) -> "PlaceIndex":
         """Safetensors only; a missing, corrupt or foreign file raises ValueError."""
         try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), "pt") as handle:
-                meta = handle.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ValueError("not a g2s place index")
+            tensors, meta = read_tagged(path, FORMAT, "place index")
             origin = tuple(float(v) for v in json.loads(meta["origin"]))
             cell_m, feature_cell_m = float(meta["cell_m"]), float(meta["feature_cell_m"])
             head = RingPartHead.from_tensors(json.loads(meta["head"]), {k[5:]: v for k, v in tensors.items()

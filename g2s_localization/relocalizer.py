@@ -1,8 +1,9 @@
 """Relocalization without (or against) GNSS: place retrieval over the cache, then fine registration.
 
-Each frame is scored against every place of the cache: by its LPN descriptor against a
-:class:`~.place_index.PlaceIndex` (the default: small, fast), or by correlating its BEV features
-with a :class:`~.map_search.SatelliteFeatureMap` (denser and slower). The score maps of the
+Each frame is scored against every place of the cache: by correlating its BEV features with a
+:class:`~.map_search.SatelliteFeatureMap` (the dependable route), or by its LPN descriptor
+against a :class:`~.place_index.PlaceIndex` (smaller and faster, but on a 1 km synthetic town far
+less discriminative; see the README). The score maps of the
 recent trajectory are summed along dead-reckoned motion, and the best distinct places are
 registered within a few metres (the track has already pinned each down to a cell). The answer is
 the best-scoring place, refined; its covariance also spans the other candidates in proportion to
