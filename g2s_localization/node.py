@@ -165,6 +165,7 @@ class G2SNode(Node):
     def _relocalizer(self, registrar: "Registrar", tiles: "TileCache") -> "Relocalizer":
         """The relocalizer over ``relocalization_map`` (a place index or a feature map), which must
         have been built from this registrar's features."""
+        from .map_search import SatelliteFeatureMap
         from .relocalizer import Relocalizer, load_place_map
 
         try:
@@ -174,6 +175,10 @@ class G2SNode(Node):
         if place_map.registrar_name != registrar.name:
             raise ConfigurationError(f"relocalization map was built with the {place_map.registrar_name!r} "
                                      f"registrar, the node runs {registrar.name!r}; rebuild it (g2s build-place-index)")
+        if not isinstance(place_map, SatelliteFeatureMap):
+            self.get_logger().warning("relocalization_map is an LPN place index: on a 1 km synthetic cache it found "
+                                      "the right place far less often than a feature map (g2s build-feature-map) "
+                                      "and its confidence runs high; prefer a feature map")
         return Relocalizer(registrar, tiles, place_map)
 
     def shutdown(self) -> None:
