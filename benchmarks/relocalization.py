@@ -44,14 +44,13 @@ def single_frame_recall(relocalizer: Relocalizer, index: PlaceIndex, frames: lis
     a lattice point within 8 m of the truth is a true match."""
     from g2s_localization.retrieval import average_precision, recall_at_k
 
+    rows, cols = np.divmod(np.arange(index.shape[0] * index.shape[1]), index.shape[1])
+    e, n = (v.numpy() for v in index.cell_to_en(torch.as_tensor(rows), torch.as_tensor(cols)))
     similarity, positives = [], []
     for (image, camera, yaw, height, pitch, roll), (east, north) in zip(frames, truth):
-        scores = relocalizer.observe(image, camera, yaw, None, height, pitch, roll).scores
-        layer = index.nearest_heading(yaw)
-        valid = index.valid[layer].flatten().numpy()
-        rows, cols = np.divmod(np.arange(valid.size), index.shape[1])
-        e, n = (v.numpy() for v in index.cell_to_en(torch.as_tensor(rows), torch.as_tensor(cols)))
-        similarity.append(np.where(valid, scores.flatten().numpy(), -np.inf))
+        scores = relocalizer.observe(image, camera, yaw, None, height, pitch, roll)
+        valid = index.valid[scores.heading_index].flatten().numpy()
+        similarity.append(np.where(valid, scores.scores.flatten().numpy(), -np.inf))
         positives.append(valid & (np.hypot(e - east, n - north) <= 8.0))
     similarity, positives = np.stack(similarity), np.stack(positives)
     r = recall_at_k(similarity, positives, (1, 5, 10))

@@ -168,6 +168,12 @@ def _add_area_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--half-extent", type=float, default=500.0, help="metres from the centre to each side")
 
 
+def _add_registrar_arguments(p: argparse.ArgumentParser) -> None:
+    """The registrar whose features a relocalization map or place head is made from."""
+    p.add_argument("--weights", default="", help="as the node's weights parameter: '', 'baseline' or a path")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="g2s", description="Ground-to-satellite camera localization tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,24 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train")
     p.add_argument("--every", type=int, default=2, help="use every n-th frame")
     p.add_argument("--steps", type=int, default=800)
-    p.add_argument("--weights", default="", help="registrar whose features it reads: '', 'baseline' or a path")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    _add_registrar_arguments(p)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_train_place_head)
 
     p = sub.add_parser("build-place-index", help="LPN place index of a tile cache, for relocalization without GNSS")
     _add_area_arguments(p)
-    p.add_argument("--weights", default="", help="as the node's weights parameter: '', 'baseline' or a path")
+    _add_registrar_arguments(p)
     p.add_argument("--head", type=Path, default=None, help="place head weights (default: shipped)")
     p.add_argument("--lattice-cells", type=int, default=3, help="index spacing in 1.6 m map cells")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_build_place_index)
 
     p = sub.add_parser("build-feature-map", help="satellite feature map of a tile cache, for relocalization")
     _add_area_arguments(p)
-    p.add_argument("--weights", default="", help="as the node's weights parameter: '', 'baseline' or a path")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    _add_registrar_arguments(p)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_build_feature_map)
 

@@ -100,27 +100,27 @@ def prepare_place_samples(dataset: KittiRegistrationDataset, registrar: Registra
         fmap = _area_map(dataset, indices, registrar, config.pool, window * cell_m)
         frame = EnuFrame(*fmap.origin)
         h, w = fmap.shape
+        tiles = dataset.tile_cache(indices[0])
+        spots = [torch.nonzero(fmap.covered(d, window)) for d in range(len(fmap.headings))]  # negatives' windows
         for index in indices:
             ref = dataset.frames[index]
             drive = dataset.drives[ref.drive_index]
-            fix = drive.oxts(ref.frame)
-            batch = live_batch(drive.image(ref.frame), drive.camera(), dataset.camera_height_m, fix.pitch, fix.roll)
+            fix, image, camera = drive.oxts(ref.frame), drive.image(ref.frame), drive.camera()
+            batch = live_batch(image, camera, dataset.camera_height_m, fix.pitch, fix.roll)
             bev, mask = registrar.ground_features(batch)
             d = fmap.nearest_heading(fix.yaw)
             query, inside = query_window(bev[0].cpu(), mask[0].cpu(), fix.yaw - float(fmap.headings[d]), config.pool)
             lat, lon = fix.lat, fix.lon
             if config.registered_labels:
-                found = registrar.localize(drive.image(ref.frame), drive.camera(), dataset.tile_cache(index), lat, lon,
-                                           fix.yaw, dataset.camera_height_m, fix.pitch, fix.roll)
+                found = registrar.localize(image, camera, tiles, lat, lon, fix.yaw, dataset.camera_height_m, fix.pitch,
+                                           fix.roll)
                 lat, lon = found.lat_deg, found.lon_deg
             east, north, _ = frame.to_enu(lat, lon)
             r, c = fmap.en_to_cell(torch.tensor(east), torch.tensor(north), float(fmap.headings[d]))
             top, left = int(round(float(r) - (window - 1) / 2)) - j, int(round(float(c) - (window - 1) / 2)) - j
             if not (0 <= top <= h - window - 2 * j and 0 <= left <= w - window - 2 * j):
                 continue
-            covered = fmap.covered(d, window)
-            spots = torch.nonzero(covered)
-            nr, nc = (int(v) for v in spots[rng.integers(len(spots))])
+            nr, nc = (int(v) for v in spots[d][rng.integers(len(spots[d]))])
             ne, nn = fmap.cell_to_en(nr + (window - 1) / 2, nc + (window - 1) / 2, float(fmap.headings[d]))
             out["q"].append(query.half())
             out["m"].append(inside)
@@ -143,12 +143,13 @@ def train_place_head(samples: PlaceSamples, config: PlaceHeadConfig = PlaceHeadC
                      progress: bool = True) -> RingPartHead:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    parts = part_kernels(samples.footprint, config.rings, config.sides)
+    footprint = samples.footprint
+    parts = part_kernels(footprint, config.rings, config.sides)
     head = RingPartHead(samples.queries.shape[1], parts, config.hidden, config.dim)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
     s, j, n = head.window, config.jitter_cells, len(samples.queries)
-    full = samples.footprint.float()
+    full = footprint.float()
     bar = tqdm(range(steps), desc="place head", disable=not progress)
     for _ in bar:
         rows = torch.randperm(n, generator=generator)[:batch_size]

@@ -36,7 +36,7 @@ from .tiles import TileCache
 
 @dataclass(frozen=True)
 class Candidate:
-    east_m: float  # ENU metres from the feature map's origin
+    east_m: float  # ENU metres from the place map's origin
     north_m: float
     map_score: float  # mean over the frames of the map search's score
     weight: float  # plausibility among the candidates (softmax of the summed scores)
