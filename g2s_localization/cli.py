@@ -122,6 +122,8 @@ def _build_place_index(args: argparse.Namespace) -> None:
     h, w = index.shape
     print(f"{len(index)} descriptors ({w}x{h} lattice of {index.cell_m:g} m x {len(index.headings)} headings) for the "
           f"{registrar.name} registrar written to {index.save(args.out)}")
+    if args.features_out is not None:
+        print(f"its feature map (the node's relocalization_features) written to {feature_map.save(args.features_out)}")
 
 
 def _build_feature_map(args: argparse.Namespace) -> None:
@@ -247,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", type=Path, default=None, help="place head weights (default: shipped)")
     p.add_argument("--lattice-cells", type=int, default=3, help="index spacing in 1.6 m map cells")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--features-out", type=Path, default=None,
+                   help="also write the feature map the index is built from, to verify its retrievals")
     p.set_defaults(func=_build_place_index)
 
     p = sub.add_parser("build-feature-map", help="satellite feature map of a tile cache, for relocalization")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,14 +86,17 @@ class MapSearchConfig:
     min_separation_m: float = 20.0
     temperature: float = 0.02  # of the candidates' softmax; see benchmarks/relocalization.py --fit
     refine_radius_m: float = 4.0  # fine registration window around each place: the track already pins it to a cell
+    retrieved: int = 100  # places an LPN place index hands on to verification against a feature map
+    retrieval_separation_m: float = 9.6  # between retrieved places (twice the index's 4.8 m lattice)
+    verify_radius_m: float = 6.4  # verification searches this far around each retrieved place
 
     def __post_init__(self) -> None:
-        if self.pool < 1 or self.frames < 1 or self.candidates < 1 or not self.temperature > 0:
-            raise ValueError("pool, frames and candidates must be at least 1 and temperature positive")
+        if min(self.pool, self.frames, self.candidates, self.retrieved) < 1 or not self.temperature > 0:
+            raise ValueError("pool, frames, candidates and retrieved must be at least 1 and temperature positive")
         if not (self.yaw_step_deg > 0 and self.yaw_range_deg >= 0 and self.frame_spacing_m >= 0
-                and self.refine_radius_m > 0):
-            raise ValueError("yaw_step_deg and refine_radius_m must be positive; yaw_range_deg and frame_spacing_m "
-                             "non-negative")
+                and self.refine_radius_m > 0 and self.verify_radius_m >= 0 and self.retrieval_separation_m >= 0):
+            raise ValueError("yaw_step_deg and refine_radius_m must be positive; yaw_range_deg, frame_spacing_m, "
+                             "verify_radius_m and retrieval_separation_m non-negative")
 
 
 @dataclass
@@ -220,41 +224,60 @@ def build_feature_map(tiles: TileCache, registrar: Registrar, origin: tuple[floa
     return SatelliteFeatureMap(origin, cell * pool, pooled, pooled_valid, yaws.float(), registrar.name)
 
 
-@dataclass
+@dataclass(frozen=True)
+class FrameTemplate:
+    """One frame's BEV as correlation kernels for grid ``heading_index`` of a feature map:
+    ``(Y, C, s, s)``, one per yaw offset, each divided by its RMS norm
+    (:func:`~.correlation.template_norm`), so that a plain correlation with the map gives the
+    registration's score. Cell ``((s-1)/2, (s-1)/2)`` is the vehicle."""
+
+    kernels: Tensor
+    heading_index: int
+
+
+@dataclass(frozen=True)
 class ScoreMap:
     """Score of one frame for the vehicle at each cell of the north-up grid ``(H, W)`` (best over yaws)."""
 
     scores: Tensor
     heading_index: int  # the map grid the frame was scored on
+    template: FrameTemplate | None = None  # kept to verify retrieved places (relocalizer)
+
+
+def frame_template(feature_map: SatelliteFeatureMap, bev: Tensor, mask: Tensor, heading_yaw: float,
+                   config: MapSearchConfig) -> FrameTemplate:
+    """A heading-up BEV ``(C, S, S)`` (mask ``(S, S)``) pooled to the map's cells and turned by the
+    few degrees between the vehicle heading and the nearest map grid (and by each yaw offset)."""
+    c, s, _ = bev.shape
+    if s % config.pool or c != feature_map.features.shape[1]:
+        raise ValueError(f"BEV {tuple(bev.shape)} does not fit the map ({feature_map.features.shape[1]} channels, "
+                         f"pool {config.pool})")
+    d = feature_map.nearest_heading(heading_yaw)
+    yaws = heading_yaw - float(feature_map.headings[d]) + yaw_candidates(config.yaw_range_deg, config.yaw_step_deg,
+                                                                          bev.device)
+    rotated, rotated_mask = rotate_bev(bev[None], mask[None], yaws)
+    template = F.avg_pool2d(rotated[0].float(), config.pool).cpu()  # (Y, C, s, s)
+    template_mask = F.avg_pool2d(rotated_mask[0, :, None].float(), config.pool)[:, 0].cpu() > 0.5
+    template = template * template_mask[:, None]
+    return FrameTemplate(template / template_norm(template, template_mask)[:, None, None, None], d)
 
 
 def score_map(feature_map: SatelliteFeatureMap, bev: Tensor, mask: Tensor, heading_yaw: float,
               config: MapSearchConfig) -> ScoreMap:
     """Correlate one heading-up BEV ``(C, S, S)`` (mask ``(S, S)``) with the whole map.
 
-    Scored on the grid nearest the vehicle heading, with the BEV turned by the few degrees left
-    (and each yaw offset), as the registration scores (mean per-cell similarity of the
-    RMS-normalised template); the result is resampled to the north-up grid, so that the frames
-    of a trajectory can be summed whatever the headings they were scored at.
+    Scored on the grid nearest the vehicle heading with the frame's :func:`frame_template`, as the
+    registration scores (mean per-cell similarity of the RMS-normalised template); the result is
+    resampled to the north-up grid, so that the frames of a trajectory can be summed whatever the
+    headings they were scored at.
     """
-    c, s, _ = bev.shape
-    if s % config.pool or bev.shape[0] != feature_map.features.shape[1]:
-        raise ValueError(f"BEV {tuple(bev.shape)} does not fit the map ({feature_map.features.shape[1]} channels, "
-                         f"pool {config.pool})")
-    d = feature_map.nearest_heading(heading_yaw)
-    grid_yaw = float(feature_map.headings[d])
-    yaws = heading_yaw - grid_yaw + yaw_candidates(config.yaw_range_deg, config.yaw_step_deg, bev.device)
-    rotated, rotated_mask = rotate_bev(bev[None], mask[None], yaws)
-    template = F.avg_pool2d(rotated[0].float(), config.pool).cpu()  # (K, C, s, s)
-    template_mask = F.avg_pool2d(rotated_mask[0, :, None].float(), config.pool)[:, 0].cpu() > 0.5
-    template = template * template_mask[:, None]
-    size = template.shape[-1]
+    template = frame_template(feature_map, bev, mask, heading_yaw, config)
+    d, size = template.heading_index, template.kernels.shape[-1]
     h, w = feature_map.shape
     if h < size or w < size:
         raise ValueError(f"feature map {h}x{w} is smaller than the {size}-cell template")
-    spectrum = torch.fft.rfft2(template, s=(h, w))
+    spectrum = torch.fft.rfft2(template.kernels, s=(h, w))
     corr = torch.fft.irfft2((feature_map.spectrum(d)[None] * spectrum.conj()).sum(1), s=(h, w))  # channels summed
-    corr = corr / template_norm(template, template_mask)[:, None, None]
     scores = corr[:, : h - size + 1, : w - size + 1].amax(0)  # template top-left at (r, c): vehicle at + o
     inside = feature_map.covered(d, size)
     floor = float(scores[inside].min()) if inside.any() else 0.0
@@ -262,14 +285,14 @@ def score_map(feature_map: SatelliteFeatureMap, bev: Tensor, mask: Tensor, headi
     # resample: north-up cell -> ENU -> cell of grid d -> template top-left index
     rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
                                 indexing="ij")
-    row_d, col_d = feature_map.en_to_cell(*feature_map.cell_to_en(rows, cols), grid_yaw)
+    row_d, col_d = feature_map.en_to_cell(*feature_map.cell_to_en(rows, cols), float(feature_map.headings[d]))
     o = (size - 1) / 2
     span = max(h - size, 1)  # template top-left positions run 0..h - size
     sample = torch.stack([(col_d - o) / span * 2 - 1, (row_d - o) / span * 2 - 1], -1)
     resampled = F.grid_sample(scores[None, None], sample[None], mode="bilinear", padding_mode="border",
                               align_corners=True)[0, 0]
     outside = (sample.abs() > 1).any(-1)
-    return ScoreMap(resampled.masked_fill(outside, floor), d)
+    return ScoreMap(resampled.masked_fill(outside, floor), d, template)
 
 
 class SequenceSearch:
@@ -308,18 +331,28 @@ class SequenceSearch:
             total += shifted(scores.scores, dr, dc, float(scores.scores.min()))
         return total
 
-    def candidates(self) -> list[tuple[float, float, float]]:
-        """Distinct places ``(east, north, mean score)`` of the newest frame, best first."""
+    def candidates(self, count: int | None = None, separation_m: float | None = None
+                   ) -> list[tuple[float, float, float]]:
+        """Distinct places ``(east, north, mean score)`` of the newest frame, best first (by default
+        ``config.candidates`` of them, ``config.min_separation_m`` apart)."""
+        count = self.config.candidates if count is None else count
         total = self.accumulated() / len(self.history)
-        values, flat = total.flatten().topk(min(total.numel(), 400))
+        values, flat = total.flatten().topk(min(total.numel(), max(400, 8 * count)))
         east, north = self.map.cell_to_en(flat // total.shape[1], flat % total.shape[1])
-        chosen: list[tuple[float, float, float]] = []
-        for e, n, v in zip(east.tolist(), north.tolist(), values.tolist()):
-            if all(math.hypot(e - c[0], n - c[1]) >= self.config.min_separation_m for c in chosen):
-                chosen.append((e, n, v))
-            if len(chosen) == self.config.candidates:
+        return distinct_places(zip(east.tolist(), north.tolist(), values.tolist()), count,
+                               self.config.min_separation_m if separation_m is None else separation_m)
+
+
+def distinct_places(places: Iterable[tuple[float, float, float]], count: int, separation_m: float
+                    ) -> list[tuple[float, float, float]]:
+    """The first ``count`` of ``(east, north, score)`` (best first) that lie ``separation_m`` from every earlier pick."""
+    chosen: list[tuple[float, float, float]] = []
+    for e, n, v in places:
+        if all(math.hypot(e - c[0], n - c[1]) >= separation_m for c in chosen):
+            chosen.append((e, n, v))
+            if len(chosen) == count:
                 break
-        return chosen
+    return chosen
 
 
 def shifted(scores: Tensor, dr: int, dc: int, fill: float) -> Tensor:

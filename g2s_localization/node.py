@@ -72,6 +72,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "tf_mode": ("auto", "'auto', 'map_odom' or 'map_base'"),
     "relocalization_map": ("", "place index (g2s build-place-index) or feature map (g2s build-feature-map) of the "
                                "cache, for relocalization without GNSS; '' = off"),
+    "relocalization_features": ("", "with a place index: the feature map it was built from, which verifies its "
+                                    "retrieved places; '' = the index's ranking is final"),
     "relocalization_gate_m": (15.0, "registration this far from the GNSS fix means relocalize instead, metres"),
     "relocalization_max_std_m": (5.0, "relocalizations with a larger position std are withheld, metres"),
 }
@@ -175,11 +177,24 @@ class G2SNode(Node):
         if place_map.registrar_name != registrar.name:
             raise ConfigurationError(f"relocalization map was built with the {place_map.registrar_name!r} "
                                      f"registrar, the node runs {registrar.name!r}; rebuild it (g2s build-place-index)")
-        if not isinstance(place_map, SatelliteFeatureMap):
-            self.get_logger().warning("relocalization_map is an LPN place index: on a 1 km synthetic cache it found "
-                                      "the right place far less often than a feature map (g2s build-feature-map) "
-                                      "and its confidence runs high; prefer a feature map")
-        return Relocalizer(registrar, tiles, place_map)
+        verify_map = None
+        if isinstance(place_map, SatelliteFeatureMap):
+            if self.p("relocalization_features"):
+                self.get_logger().warning("relocalization_features is ignored: relocalization_map is already a "
+                                          "feature map, searched map-wide")
+        elif self.p("relocalization_features"):
+            try:
+                verify_map = SatelliteFeatureMap.load(self.p("relocalization_features"))
+            except ValueError as exc:
+                raise ConfigurationError(f"cannot load relocalization_features: {exc}") from exc
+        else:
+            self.get_logger().warning("relocalization_map is an LPN place index without relocalization_features: "
+                                      "on a 1 km synthetic cache its own ranking found the right place far less "
+                                      "often than with verification against the feature map it was built from")
+        try:
+            return Relocalizer(registrar, tiles, place_map, verify_map=verify_map)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from exc
 
     def shutdown(self) -> None:
         self._stop.set()

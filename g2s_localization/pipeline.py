@@ -184,7 +184,8 @@ class Localizer:
             return Outcome(State.LOW_CONFIDENCE, f"{reason}; relocalization failed: {exc}", stamp)
         result = found.result
         std = math.sqrt(max(float(np.linalg.eigvalsh(result.covariance[:2, :2] * cfg.covariance_inflation).max()), 0.0))
-        message = (f"{reason}; relocalized without GNSS from {found.frames} frame(s), "
+        retrieval = f"{found.retrieved} places retrieved and verified, " if found.retrieved else ""
+        message = (f"{reason}; relocalized without GNSS from {found.frames} frame(s), {retrieval}"
                    f"{len(found.candidates)} candidate places, position std {std:.1f} m")
         if std > cfg.relocalization_max_std_m:
             return Outcome(State.LOW_CONFIDENCE, f"{message}; ambiguous, pose withheld", stamp, result.confidence)

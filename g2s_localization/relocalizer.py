@@ -16,17 +16,23 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from numpy.typing import NDArray
 from safetensors import SafetensorError, safe_open
+from torch import Tensor
 
 from .camera import PinholeCamera
 from .geodesy import EnuFrame, wrap_angle
 from .map_search import FORMAT as FEATURE_MAP_FORMAT
-from .map_search import MapSearchConfig, SatelliteFeatureMap, ScoreMap, SequenceSearch, score_map
+from .map_search import (
+    MapSearchConfig, SatelliteFeatureMap, ScoreMap, SequenceSearch, distinct_places, frame_template, score_map,
+)
 from .place_index import FORMAT as PLACE_INDEX_FORMAT
 from .place_index import PlaceIndex
 from .registration import Registrar, RegistrationResult, live_batch
@@ -50,6 +56,7 @@ class Relocalization:
     result: RegistrationResult
     candidates: list[Candidate]
     frames: int  # score maps that were summed
+    retrieved: int  # places the LPN index handed to verification (0: map-wide correlation or no verification)
     search_s: float
     total_s: float
 
@@ -81,11 +88,24 @@ class Relocalizer:
 
     ``position_en`` is the vehicle's position in any ENU-aligned local frame (odometry rotated by
     the IMU heading); pass None when no odometry is available: then each frame stands alone.
+
+    With a place index, ``verify_map`` (the feature map the index was built from) re-scores the
+    index's best ``config.retrieved`` places by correlation along the track (:func:`verify_places`)
+    before the best few are registered: retrieval narrows a city to a hundred places cheaply, the
+    registration's own features tell those apart. Without it the index's ranking is final.
     """
 
     def __init__(self, registrar: Registrar, tiles: TileCache, place_map: PlaceIndex | SatelliteFeatureMap,
-                 config: MapSearchConfig = MapSearchConfig()) -> None:
+                 config: MapSearchConfig = MapSearchConfig(), verify_map: SatelliteFeatureMap | None = None) -> None:
+        if verify_map is not None:
+            if not isinstance(place_map, PlaceIndex):
+                raise ValueError("verify_map re-scores a place index's retrievals; a feature map needs none")
+            if (verify_map.origin != place_map.origin or verify_map.registrar_name != place_map.registrar_name
+                    or not torch.equal(verify_map.headings, place_map.headings)):
+                raise ValueError("the verification feature map is not the one the place index was built from "
+                                 "(origin, headings or registrar differ)")
         self.registrar, self.tiles, self.map, self.config = registrar, tiles, place_map, config
+        self.verify_map = verify_map
         # Same network, narrower window: a single frame's +-20 m search can jump to a look-alike spot
         # that the summed track has already ruled out.
         self.refiner = copy.copy(registrar)
@@ -109,6 +129,9 @@ class Relocalizer:
         if isinstance(self.map, PlaceIndex):
             scores = self.map.scores(*self.map.describe(bev[0].cpu(), mask[0].cpu(), heading_yaw,
                                                         self.registrar.config.bev_metres_per_px))
+            if self.verify_map is not None:
+                scores = replace(scores, template=frame_template(self.verify_map, bev[0], mask[0], heading_yaw,
+                                                                 self.config))
         else:
             scores = score_map(self.map, bev[0], mask[0], heading_yaw, self.config)
         if position_en is None or not all(math.isfinite(v) for v in position_en):
@@ -130,8 +153,15 @@ class Relocalizer:
                    start: float | None = None) -> Relocalization:
         """Register the newest observed frame (``image``) at the best places of the summed score maps."""
         start = time.perf_counter() if start is None else start
-        places = self.search.candidates()
-        frames = len(self.search.history)
+        frames, retrieved = len(self.search.history), 0
+        if self.verify_map is None:
+            places = self.search.candidates()
+        else:
+            shortlist = self.search.candidates(self.config.retrieved, self.config.retrieval_separation_m)
+            retrieved = len(shortlist)
+            places = distinct_places(verify_places(self.verify_map, self.search.history, shortlist,
+                                                   self.config.verify_radius_m),
+                                     self.config.candidates, self.config.min_separation_m)
         search_s = time.perf_counter() - start
         weights = candidate_weights(np.array([p[2] for p in places]), frames, self.config.temperature)
         candidates = []
@@ -151,7 +181,7 @@ class Relocalizer:
         covariance = chosen.covariance + self._spread(registered, chosen)
         result = RegistrationResult(chosen.lat_deg, chosen.lon_deg, chosen.yaw_rad, covariance,
                                     best.weight * chosen.confidence, chosen.satellite)
-        return Relocalization(result, candidates, frames, search_s, time.perf_counter() - start)
+        return Relocalization(result, candidates, frames, retrieved, search_s, time.perf_counter() - start)
 
     def _spread(self, candidates: list[Candidate], chosen: RegistrationResult) -> NDArray[np.float64]:
         """Weighted second moment of the candidates' poses about the chosen one."""
@@ -163,3 +193,61 @@ class Relocalizer:
             d = np.array([e, n, wrap_angle(c.result.yaw_rad - chosen.yaw_rad)])
             spread += (c.weight / total) * np.outer(d, d)
         return spread
+
+
+def _crop(features: Tensor, top: int, left: int, size: int) -> Tensor:
+    """``features[:, top:top+size, left:left+size]`` of a ``(C, H, W)`` grid, zeros off the grid."""
+    c, h, w = features.shape
+    out = features.new_zeros(c, size, size)
+    r0, r1, c0, c1 = max(top, 0), min(top + size, h), max(left, 0), min(left + size, w)
+    if r0 < r1 and c0 < c1:
+        out[:, r0 - top:r1 - top, c0 - left:c1 - left] = features[:, r0:r1, c0:c1]
+    return out
+
+
+@torch.no_grad()
+def verify_places(feature_map: SatelliteFeatureMap, history: Sequence[tuple[ScoreMap, tuple[float, float]]],
+                  places: Sequence[tuple[float, float, float]], radius_m: float) -> list[tuple[float, float, float]]:
+    """Re-score retrieved places with the registration's own correlation, frame by frame along the track.
+
+    For each place (where the newest frame would stand) and each north-up offset within ``radius_m``,
+    every kept frame's template is correlated with the map where dead reckoning puts that frame,
+    and the scores are averaged over the frames: what :func:`~.map_search.score_map` and
+    :class:`~.map_search.SequenceSearch` would give at that cell, computed only near the places.
+    Returns ``(east, north, mean score)`` at each place's best offset, best first. Frames need
+    their :class:`~.map_search.FrameTemplate` (``ScoreMap.template``).
+    """
+    if not history or not places:
+        raise ValueError("nothing to verify: no frame or no place")
+    steps = int(math.floor(radius_m / feature_map.cell_m + 1e-9))
+    grid = torch.arange(-steps, steps + 1, dtype=torch.float32) * feature_map.cell_m
+    d_north, d_east = (v.flatten() for v in torch.meshgrid(-grid, grid, indexing="ij"))  # (M,)
+    place = torch.tensor([p[:2] for p in places], dtype=torch.float32)  # (K, 2)
+    total = torch.zeros(len(places), len(d_east))
+    e_now, n_now = history[-1][1]
+    for scores, (e, n) in history:
+        if scores.template is None:
+            raise ValueError("a frame has no correlation template: score it with the feature map's frame_template")
+        kernels, d = scores.template.kernels, scores.template.heading_index
+        s = kernels.shape[-1]
+        row, col = feature_map.en_to_cell(place[:, :1] + (e - e_now) + d_east, place[:, 1:] + (n - n_now) + d_north,
+                                          float(feature_map.headings[d]))
+        top, left = row - (s - 1) / 2, col - (s - 1) / 2  # (K, M) template top-left, fractional
+        base_r, base_c = top.amin(1).floor().long(), left.amin(1).floor().long()
+        span = int(max(float((top.amax(1) - base_r).max()), float((left.amax(1) - base_c).max()))) + 2
+        crops = torch.stack([_crop(feature_map.features[d], int(r), int(c), span + s - 1)
+                             for r, c in zip(base_r, base_c)])
+        corr = F.conv2d(crops.float(), kernels).amax(1, keepdim=True)  # (K, 1, span, span), best yaw
+        sample = torch.stack([(left - base_c[:, None]) / (span - 1) * 2 - 1,
+                              (top - base_r[:, None]) / (span - 1) * 2 - 1], -1)[:, :, None]
+        values = F.grid_sample(corr, sample, mode="bilinear", align_corners=True)[:, 0, :, 0]  # (K, M)
+        covered = feature_map.covered(d, s)
+        r_i, c_i = top.round().long(), left.round().long()
+        inside = (r_i >= 0) & (r_i < covered.shape[0]) & (c_i >= 0) & (c_i < covered.shape[1])
+        inside &= covered[r_i.clamp(0, covered.shape[0] - 1), c_i.clamp(0, covered.shape[1] - 1)]
+        floor = float(values[inside].min()) if inside.any() else -1.0
+        total += torch.where(inside, values, torch.tensor(floor))
+    best, at = (total / len(history)).max(1)
+    verified = [(float(place[k, 0] + d_east[at[k]]), float(place[k, 1] + d_north[at[k]]), float(best[k]))
+                for k in range(len(places))]
+    return sorted(verified, key=lambda v: -v[2])

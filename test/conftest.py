@@ -77,3 +77,33 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory, small_world_dir: Pat
     root = tmp_path_factory.mktemp("dataset")
     make_drive(root, small_world_dir, DriveConfig(seed=1, duration_s=1.0), number=7, split="train", progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def baseline_relocalization_maps(tmp_path_factory: pytest.TempPathFactory, small_world_dir: Path,
+                                 small_dataset: Path) -> dict[str, Path]:
+    """Baseline-registrar feature map 112 m across around the small drive's start, and a place
+    index built from it with an untrained head (the baseline registrar has no trained one; in a
+    map this small the retrieval shortlist spans nearly every place, so verification decides)."""
+    import torch
+
+    from g2s_localization.kitti_raw import find_drives
+    from g2s_localization.map_search import build_feature_map
+    from g2s_localization.place_index import RingPartHead, build_place_index, part_kernels
+    from g2s_localization.registration import BaselineRegistrar
+    from g2s_localization.tile_sources import open_tile_source
+    from g2s_localization.tiles import TileCache
+
+    out = tmp_path_factory.mktemp("relocalization_maps")
+    drive = find_drives(small_dataset)[0]
+    start = drive.ground_truth()[drive.frames[0]]
+    registrar = BaselineRegistrar(device="cpu")
+    tiles = TileCache(open_tile_source(small_world_dir / "tiles"))
+    fmap = build_feature_map(tiles, registrar, (start.lat, start.lon), 56.0, progress=False)
+    window = registrar.config.bev_size // 4
+    footprint = torch.zeros(window, window, dtype=torch.bool)
+    footprint[: window // 2] = True  # ahead of the camera
+    torch.manual_seed(0)
+    head = RingPartHead(fmap.features.shape[1], part_kernels(footprint, 4, 2), hidden=8, dim=4)
+    return {"features": fmap.save(out / "features.safetensors"),
+            "places": build_place_index(fmap, head, progress=False).save(out / "places.safetensors")}

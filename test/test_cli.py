@@ -55,6 +55,7 @@ def test_build_feature_map_for_the_node(small_world_dir: Path, tmp_path: Path, c
 
 def test_train_place_head_and_build_place_index(small_world_dir: Path, small_dataset: Path, tmp_path: Path,
                                                capsys) -> None:
+    from g2s_localization.map_search import SatelliteFeatureMap
     from g2s_localization.place_index import PlaceIndex
     from g2s_localization.relocalizer import load_place_map
     from g2s_localization.synthetic import load_world
@@ -67,11 +68,15 @@ def test_train_place_head_and_build_place_index(small_world_dir: Path, small_dat
     area = [str(small_world_dir / "tiles"), "--lat", str(world.config.anchor_lat_deg), "--lon",
             str(world.config.anchor_lon_deg), "--half-extent", "50", "--weights", "baseline", "--device", "cpu"]
     out = tmp_path / "places.safetensors"
-    assert main(["build-place-index", *area, "--head", str(head), "--out", str(out)]) == 0
+    features = tmp_path / "features.safetensors"
+    assert main(["build-place-index", *area, "--head", str(head), "--out", str(out), "--features-out",
+                 str(features)]) == 0
     assert "edge-ncc baseline" in capsys.readouterr().out
-    index = load_place_map(out)
+    index, feature_map = load_place_map(out), load_place_map(features)
     assert isinstance(index, PlaceIndex) and index.registrar_name == "edge-ncc baseline"
     assert len(index.headings) == 16 and index.cell_m == pytest.approx(4.8) and len(index) > 0
+    assert isinstance(feature_map, SatelliteFeatureMap) and feature_map.origin == index.origin
+    assert feature_map.cell_m * 3 == pytest.approx(index.cell_m)
     # the shipped head reads the learned registrar's channels, not the baseline's
     assert main(["build-place-index", *area, "--out", str(tmp_path / "other.safetensors")]) == 2
     assert "trained for another registrar" in capsys.readouterr().err

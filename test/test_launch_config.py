@@ -50,23 +50,27 @@ def test_node_rejects_corrupt_weights(tmp_path: Path, small_world_dir: Path) -> 
     assert "cannot load weights" in result.stdout + result.stderr
 
 
-def test_node_rejects_a_corrupt_or_foreign_relocalization_map(tmp_path: Path, small_world_dir: Path) -> None:
+def test_node_rejects_a_corrupt_or_foreign_relocalization_map(tmp_path: Path, small_world_dir: Path,
+                                                              baseline_relocalization_maps: dict[str, Path]) -> None:
     from g2s_localization.map_search import build_feature_map
     from g2s_localization.registration import DEFAULT_WEIGHTS, BaselineRegistrar
     from g2s_localization.synthetic import load_world
     from g2s_localization.tile_sources import open_tile_source
     from g2s_localization.tiles import TileCache
 
-    def run(map_path: Path, weights: str) -> str:
+    def run(map_path: Path, weights: str, features: Path | None = None) -> str:
+        extra = ["-p", f"relocalization_features:={features}"] if features else []
         result = subprocess.run([sys.executable, "-m", "g2s_localization.node", "--ros-args", "-p",
                                  f"tiles_path:={small_world_dir / 'area.mbtiles'}", "-p", f"weights:={weights}",
-                                 "-p", f"relocalization_map:={map_path}"], capture_output=True, text=True, timeout=120)
+                                 "-p", f"relocalization_map:={map_path}", *extra],
+                                capture_output=True, text=True, timeout=120)
         assert result.returncode == 1
         return result.stdout + result.stderr
 
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a map")
     assert "cannot load the relocalization map" in run(bad, "baseline")
+    assert "cannot load relocalization_features" in run(baseline_relocalization_maps["places"], "baseline", bad)
     world = load_world(small_world_dir)
     tiles = TileCache(open_tile_source(small_world_dir / "tiles"))
     baseline_map = build_feature_map(tiles, BaselineRegistrar(device="cpu"), (world.config.anchor_lat_deg,

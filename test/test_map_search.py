@@ -16,7 +16,7 @@ from g2s_localization.map_search import (
     shifted,
 )
 from g2s_localization.registration import BaselineRegistrar
-from g2s_localization.relocalizer import Relocalizer, candidate_weights
+from g2s_localization.relocalizer import Relocalizer, candidate_weights, verify_places
 from g2s_localization.synthetic import load_world
 from g2s_localization.tile_sources import open_tile_source
 from g2s_localization.tiles import TileCache
@@ -117,6 +117,48 @@ class TestSequenceSearch:
         for east in (0.0, 1.0, 2.0, 8.0, 20.0, 30.0):
             search.add(ScoreMap(torch.zeros(10, 10), 0), (east, 0.0))
         assert [p[0] for _, p in search.history] == [8.0, 20.0, 30.0]
+
+
+class TestVerifyPlaces:
+    @staticmethod
+    def two_frame_track() -> tuple[SatelliteFeatureMap, SequenceSearch, MapSearchConfig]:
+        """Two crops of the map, 16 m apart heading west (grid 1, a quarter turn), then north (grid 0)."""
+        fmap, s = smooth_map(), 25
+        config = MapSearchConfig(pool=1, yaw_range_deg=2.0, yaw_step_deg=2.0, frames=2, frame_spacing_m=0.0)
+        search = SequenceSearch(fmap, config)
+        mask = torch.ones(s, s, dtype=torch.bool)
+        west = torch.rot90(fmap.features[0, :, 40:40 + s, 50:50 + s], -1, (1, 2))  # vehicle at cell (52, 62)
+        north = fmap.features[0, :, 40:40 + s, 40:40 + s]  # at (52, 52): 10 cells (16 m) west of the first
+        search.add(score_map(fmap, west, mask, math.pi, config), (0.0, 0.0))
+        search.add(score_map(fmap, north, mask, NORTH_UP_YAW, config), (-16.0, 0.0))
+        return fmap, search, config
+
+    def test_equals_the_map_wide_sum_at_the_places(self) -> None:
+        fmap, search, _ = self.two_frame_track()
+        mean = search.accumulated() / 2
+        cells = [(20, 20), (52, 51), (70, 33), (80, 60)]  # both frames' windows on the map
+        places = [(*(float(v) for v in fmap.cell_to_en(r, c)), 0.0) for r, c in cells]
+        verified = verify_places(fmap, search.history, places, radius_m=0.0)
+        expected = sorted(((e, n, float(mean[r, c])) for (e, n, _), (r, c) in zip(places, cells)), key=lambda v: -v[2])
+        for got, want in zip(verified, expected):
+            assert got == pytest.approx(want, abs=1e-4)
+
+    def test_finds_the_best_offset_within_the_radius(self) -> None:
+        fmap, search, _ = self.two_frame_track()
+        truth = tuple(float(v) for v in fmap.cell_to_en(52, 52))
+        rms = [float(fmap.features[0, :, 40:65, c:c + 25].square().sum(0).mean().sqrt()) for c in (40, 50)]
+        far = (truth[0] + 30.0, truth[1], 0.0)
+        near = (truth[0] + 1.6, truth[1] - 3.2, 0.0)  # two cells off, inside a 4.8 m radius
+        best, other = verify_places(fmap, search.history, [far, near], radius_m=4.8)
+        assert (best[0], best[1]) == pytest.approx(truth, abs=1e-4)
+        assert best[2] == pytest.approx(sum(rms) / 2, rel=1e-3) and other[2] < best[2]  # perfect matches
+
+    def test_needs_frame_templates(self) -> None:
+        fmap = smooth_map()
+        with pytest.raises(ValueError, match="no correlation template"):
+            verify_places(fmap, [(ScoreMap(torch.zeros(96, 96), 0), (0.0, 0.0))], [(0.0, 0.0, 0.0)], 1.6)
+        with pytest.raises(ValueError, match="nothing to verify"):
+            verify_places(fmap, [], [(0.0, 0.0, 0.0)], 1.6)
 
 
 class TestCandidateWeights:

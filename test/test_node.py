@@ -208,23 +208,21 @@ def test_faults_give_a_status_and_no_pose(live) -> None:
     assert State.BAD_INPUT == RegistrationStatus.STATE_BAD_INPUT  # pipeline and message agree
 
 
+@pytest.mark.parametrize("place_map", ["feature-map", "place-index"])
 def test_relocalizes_without_gnss_along_the_odometry_track(small_world_dir: Path, small_dataset: Path,
-                                                           tmp_path: Path) -> None:
+                                                           baseline_relocalization_maps: dict[str, Path],
+                                                           place_map: str) -> None:
     """GNSS reports no fix for the whole drive; the node follows odom->base_link on /tf and the IMU
-    heading, searches the feature map and publishes RELOCALIZED poses at the truth, saying so."""
-    from g2s_localization.map_search import build_feature_map
-    from g2s_localization.registration import BaselineRegistrar
-    from g2s_localization.tile_sources import open_tile_source
-    from g2s_localization.tiles import TileCache
-
+    heading, searches the feature map (or retrieves from a place index and verifies against the
+    feature map) and publishes RELOCALIZED poses at the truth, saying so."""
     drive = find_drives(small_dataset)[0]
     truth = drive.ground_truth()
     start = (truth[drive.frames[0]].lat, truth[drive.frames[0]].lon)
-    tiles = TileCache(open_tile_source(small_world_dir / "tiles"))
-    map_path = build_feature_map(tiles, BaselineRegistrar(device="cpu"), start, 56.0, progress=False).save(
-        tmp_path / "features.safetensors")
     params = {"tiles_path": small_world_dir / "tiles", "weights": "baseline", "device": "cpu",
-              "relocalization_map": map_path, "relocalization_max_std_m": 3.0}
+              "relocalization_map": baseline_relocalization_maps["features"], "relocalization_max_std_m": 3.0}
+    if place_map == "place-index":
+        params["relocalization_map"] = baseline_relocalization_maps["places"]
+        params["relocalization_features"] = baseline_relocalization_maps["features"]
     datum = EnuFrame(*start)  # no datum given and no fix ever: the map's origin is the datum
     with running_node(params, "/relocalizing") as (harness, proc):
         tf_pub = harness.create_publisher(TFMessage, "/tf", 10)
@@ -243,6 +241,7 @@ def test_relocalizes_without_gnss_along_the_odometry_track(small_world_dir: Path
             assert wait_for(lambda: round(stamp, 3) in harness.statuses, timeout=20.0), f"no status for {stamp}"
         states = [harness.statuses[round(s, 3)] for s in stamps]
         assert all("relocaliz" in s.message and "no fix" in s.message for s in states), [s.message for s in states]
+        assert any("retrieved and verified" in s.message for s in states) == (place_map == "place-index")
         relocalized = [(f, s) for f, s in zip(drive.frames, stamps)
                        if harness.statuses[round(s, 3)].state == RegistrationStatus.STATE_RELOCALIZED]
         assert relocalized, [s.message for s in states]

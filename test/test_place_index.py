@@ -183,10 +183,13 @@ def test_train_save_load_head(small_world_dir: Path, small_dataset: Path, tmp_pa
         load_place_head(path)
 
 
-def test_relocalizer_with_a_place_index_finds_the_drive(small_world_dir: Path, small_dataset: Path) -> None:
+@pytest.mark.parametrize("verify", [False, True], ids=["index-ranking", "verified"])
+def test_relocalizer_with_a_place_index_finds_the_drive(small_world_dir: Path, small_dataset: Path,
+                                                        verify: bool) -> None:
     """Shipped weights end to end: the learned registrar's features and the shipped LPN head index
     the ground around the test drive (an unseen town, 144 m across); fed dead reckoning and the
-    IMU heading, never GNSS, the relocalizer puts the drive where it is."""
+    IMU heading, never GNSS, the relocalizer puts the drive where it is, whether the index's
+    ranking is final or its retrievals are verified against the feature map."""
     registrar = LearnedRegistrar.from_checkpoint(device="cpu")
     dataset = KittiRegistrationDataset(small_dataset, "train")
     head = load_place_head()
@@ -195,7 +198,8 @@ def test_relocalizer_with_a_place_index_finds_the_drive(small_world_dir: Path, s
     fmap = build_feature_map(tiles, registrar, (start.lat, start.lon), 72.0, 4, 128, headings=8, progress=False)
     index = build_place_index(fmap, head, lattice_cells=2, progress=False)
     drive, frame = dataset.drives[0], EnuFrame(*index.origin)
-    relocalizer = Relocalizer(registrar, tiles, index, MapSearchConfig(frame_spacing_m=2.0))
+    config = MapSearchConfig(frame_spacing_m=2.0, retrieved=20)
+    relocalizer = Relocalizer(registrar, tiles, index, config, fmap if verify else None)
     for i, ref in enumerate(dataset.frames):
         truth = dataset.truth(i)
         e, n, _ = frame.to_enu(truth.lat, truth.lon)
@@ -205,3 +209,15 @@ def test_relocalizer_with_a_place_index_finds_the_drive(small_world_dir: Path, s
     east, north, _ = EnuFrame(truth.lat, truth.lon).to_enu(out.result.lat_deg, out.result.lon_deg)
     assert math.hypot(east, north) < 1.0
     assert out.frames == 4 and 0.0 < out.result.confidence <= 1.0
+    assert out.retrieved == (20 if verify else 0)
+
+
+def test_relocalizer_refuses_a_verification_map_that_does_not_fit() -> None:
+    fmap = random_map()
+    index = build_place_index(fmap, small_head(), lattice_cells=2, progress=False)
+    registrar = BaselineRegistrar(device="cpu")
+    with pytest.raises(ValueError, match="needs none"):
+        Relocalizer(registrar, None, fmap, verify_map=fmap)
+    moved = SatelliteFeatureMap((49.1, 8.4), fmap.cell_m, fmap.features, fmap.valid, fmap.headings)
+    with pytest.raises(ValueError, match="not the one the place index was built from"):
+        Relocalizer(registrar, None, index, verify_map=moved)
