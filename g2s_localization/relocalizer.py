@@ -1,15 +1,15 @@
 """Relocalization without (or against) GNSS: place retrieval over the cache, then fine registration.
 
 Each frame is scored against every place of the cache: by correlating its BEV features with a
-:class:`~.map_search.SatelliteFeatureMap` (the dependable route), or by its LPN descriptor
-against a :class:`~.place_index.PlaceIndex` (smaller and faster, but on a 1 km synthetic town far
-less discriminative; see the README). The score maps of the
-recent trajectory are summed along dead-reckoned motion, and the best distinct places are
-registered within a few metres (the track has already pinned each down to a cell). The answer is
-the best-scoring place, refined; its covariance also spans the other candidates in proportion to
-how plausible they still are, and its confidence is that plausibility times the registration's,
-so a relocalization that is not yet sure says so (and the pipeline withholds it) instead of
-publishing a confident wrong pose.
+:class:`~.map_search.SatelliteFeatureMap`, or by its LPN descriptor against a
+:class:`~.place_index.PlaceIndex`. The score maps of the recent trajectory are summed along
+dead-reckoned motion. An index's ranking alone is too coarse for a 1 km town, so its best hundred
+places are verified against the feature map it was built from (:func:`verify_places`: the same
+correlation, only near those places). The best few distinct places are registered within a few
+metres (the track has already pinned each down to a cell). The answer is the best-scoring place,
+refined; its covariance also spans the other candidates in proportion to how plausible they still
+are, and its confidence is that plausibility times the registration's, so a relocalization that
+is not yet sure says so (and the pipeline withholds it) instead of publishing a confident wrong pose.
 """
 from __future__ import annotations
 
