@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +143,7 @@ class PlaceIndex:
     head: RingPartHead
     feature_cell_m: float  # cell of the descriptor windows (queries are pooled to it)
     registrar_name: str = ""
+    _galleries: dict[int | None, tuple[NDArray[np.int64], object]] = field(default_factory=dict, repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -181,27 +182,36 @@ class PlaceIndex:
                ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Top-``k`` similarities and flat gallery rows ``d * H * W + r * W + c`` per query ``(Q, E)``;
         exact, with faiss when installed and the gallery is large. ``layer`` restricts to one heading."""
-        gallery = self.descriptors.float().flatten(0, 2).numpy()
-        keep = self.valid.flatten().numpy().copy()
-        if layer is not None:
-            keep &= np.repeat(np.arange(len(self.headings)) == layer, self.shape[0] * self.shape[1])
-        rows = np.flatnonzero(keep)
+        rows, gallery = self._gallery(layer)
         k = min(k, len(rows))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        faiss = None
-        if len(rows) >= FAISS_MIN_GALLERY:
-            try:
-                import faiss
-            except ImportError:
-                pass
-        if faiss is not None:
-            flat = faiss.IndexFlatIP(gallery.shape[1])
-            flat.add(np.ascontiguousarray(gallery[rows]))
-            scores, found = flat.search(queries, k)
+        if not isinstance(gallery, np.ndarray):  # a faiss index
+            scores, found = gallery.search(queries, k)
             return scores, rows[found]
-        similarity = queries @ gallery[rows].T
+        similarity = queries @ gallery.T
         order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(similarity, order, 1).astype(np.float32), rows[order]
+
+    def _gallery(self, layer: int | None) -> tuple[NDArray[np.int64], object]:
+        """Flat rows of the valid entries (of one layer) and their float32 descriptors, or a faiss
+        index of them when large and faiss is installed; kept, since a query should not pay for it."""
+        if layer not in self._galleries:
+            keep = self.valid.flatten().numpy().copy()
+            if layer is not None:
+                keep &= np.repeat(np.arange(len(self.headings)) == layer, self.shape[0] * self.shape[1])
+            rows = np.flatnonzero(keep)
+            gallery: object = np.ascontiguousarray(self.descriptors.flatten(0, 2)[torch.from_numpy(rows)].float().numpy())
+            if len(rows) >= FAISS_MIN_GALLERY:
+                try:
+                    import faiss
+                except ImportError:
+                    faiss = None
+                if faiss is not None:
+                    flat = faiss.IndexFlatIP(gallery.shape[1])
+                    flat.add(gallery)
+                    gallery = flat
+            self._galleries[layer] = (rows, gallery)
+        return self._galleries[layer]
 
     def place(self, rows: NDArray[np.int64]) -> tuple[NDArray, NDArray, NDArray]:
         """Flat gallery rows -> ENU east, north (m from the origin) and heading (rad)."""

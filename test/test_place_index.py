@@ -123,9 +123,12 @@ class TestBuildPlaceIndex:
         queries = index.descriptors[0, 4:6, 6].float().numpy()
         exact = index.search(queries, 4)
         monkeypatch.setattr(place_index, "FAISS_MIN_GALLERY", 1)
-        fast = index.search(queries, 4)
+        large = build_place_index(random_map(), small_head(), lattice_cells=2, progress=False)
+        fast = large.search(queries, 4)
+        assert not isinstance(large._gallery(None)[1], np.ndarray)  # kept as a faiss index
         np.testing.assert_allclose(fast[0], exact[0], atol=1e-5)
         assert np.array_equal(fast[1][:, 0], exact[1][:, 0])
+        np.testing.assert_allclose(large.search(queries, 4)[0], fast[0])  # the kept index answers again
 
     def test_save_load_and_corrupt_files(self, tmp_path: Path) -> None:
         index = build_place_index(random_map(), small_head(), lattice_cells=2, progress=False)
