@@ -71,6 +71,7 @@ def test_node_rejects_a_corrupt_or_foreign_relocalization_map(tmp_path: Path, sm
     bad.write_bytes(b"not a map")
     assert "cannot load the relocalization map" in run(bad, "baseline")
     assert "cannot load relocalization_features" in run(baseline_relocalization_maps["places"], "baseline", bad)
+    assert "set relocalization_features" in run(baseline_relocalization_maps["places"], "baseline")
     world = load_world(small_world_dir)
     tiles = TileCache(open_tile_source(small_world_dir / "tiles"))
     baseline_map = build_feature_map(tiles, BaselineRegistrar(device="cpu"), (world.config.anchor_lat_deg,
