@@ -205,6 +205,15 @@ def _crop(features: Tensor, top: int, left: int, size: int) -> Tensor:
     return out
 
 
+def _correlate_valid(crops: Tensor, kernels: Tensor) -> Tensor:
+    """``F.conv2d(crops, kernels)`` (cross-correlation, no padding): crops ``(K, C, L, L)``, kernels
+    ``(Y, C, s, s)`` -> ``(K, Y, L - s + 1, L - s + 1)``. By FFT with the channels contracted per
+    frequency: over twice as fast as ``conv2d`` on CPU for 40-cell kernels."""
+    size, out = crops.shape[-1], crops.shape[-1] - kernels.shape[-1] + 1
+    spectra = torch.einsum("kcuv,ycuv->kyuv", torch.fft.rfft2(crops), torch.fft.rfft2(kernels, s=(size, size)).conj())
+    return torch.fft.irfft2(spectra, s=(size, size))[..., :out, :out]
+
+
 @torch.no_grad()
 def verify_places(feature_map: SatelliteFeatureMap, history: Sequence[tuple[ScoreMap, tuple[float, float]]],
                   places: Sequence[tuple[float, float, float]], radius_m: float) -> list[tuple[float, float, float]]:
@@ -237,7 +246,7 @@ def verify_places(feature_map: SatelliteFeatureMap, history: Sequence[tuple[Scor
         span = int(max(float((top.amax(1) - base_r).max()), float((left.amax(1) - base_c).max()))) + 2
         crops = torch.stack([_crop(feature_map.features[d], int(r), int(c), span + s - 1)
                              for r, c in zip(base_r, base_c)])
-        corr = F.conv2d(crops.float(), kernels).amax(1, keepdim=True)  # (K, 1, span, span), best yaw
+        corr = _correlate_valid(crops.float(), kernels).amax(1, keepdim=True)  # (K, 1, span, span), best yaw
         sample = torch.stack([(left - base_c[:, None]) / (span - 1) * 2 - 1,
                               (top - base_r[:, None]) / (span - 1) * 2 - 1], -1)[:, :, None]
         values = F.grid_sample(corr, sample, mode="bilinear", align_corners=True)[:, 0, :, 0]  # (K, M)

@@ -16,7 +16,7 @@ from g2s_localization.map_search import (
     shifted,
 )
 from g2s_localization.registration import BaselineRegistrar
-from g2s_localization.relocalizer import Relocalizer, candidate_weights, verify_places
+from g2s_localization.relocalizer import Relocalizer, _correlate_valid, candidate_weights, verify_places
 from g2s_localization.synthetic import load_world
 from g2s_localization.tile_sources import open_tile_source
 from g2s_localization.tiles import TileCache
@@ -152,6 +152,11 @@ class TestVerifyPlaces:
         best, other = verify_places(fmap, search.history, [far, near], radius_m=4.8)
         assert (best[0], best[1]) == pytest.approx(truth, abs=1e-4)
         assert best[2] == pytest.approx(sum(rms) / 2, rel=1e-3) and other[2] < best[2]  # perfect matches
+
+    def test_fft_correlation_equals_conv2d(self) -> None:
+        generator = torch.Generator().manual_seed(1)
+        crops, kernels = torch.randn(5, 3, 17, 17, generator=generator), torch.randn(2, 3, 9, 9, generator=generator)
+        torch.testing.assert_close(_correlate_valid(crops, kernels), F.conv2d(crops, kernels), atol=1e-4, rtol=1e-4)
 
     def test_needs_frame_templates(self) -> None:
         fmap = smooth_map()
