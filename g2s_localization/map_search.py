@@ -357,11 +357,13 @@ def distinct_places(places: Iterable[tuple[float, float, float]], count: int, se
     return chosen
 
 
-def shifted(scores: Tensor, dr: int, dc: int, fill: float) -> Tensor:
-    """``out[r, c] = scores[r + dr, c + dc]``, ``fill`` where that falls outside."""
-    h, w = scores.shape
-    out = torch.full_like(scores, fill)
-    r0, r1, c0, c1 = max(0, -dr), min(h, h - dr), max(0, -dc), min(w, w - dc)
+def shifted(grid: Tensor, dr: int, dc: int, fill: float, size: tuple[int, int] | None = None) -> Tensor:
+    """``out[..., r, c] = grid[..., r + dr, c + dc]``, ``fill`` where that falls outside ``grid``;
+    ``out`` is ``size`` ``(rows, cols)`` (default: the grid's own), so this also crops a window."""
+    h, w = grid.shape[-2:]
+    rows, cols = (h, w) if size is None else size
+    out = grid.new_full((*grid.shape[:-2], rows, cols), fill)
+    r0, r1, c0, c1 = max(0, -dr), min(rows, h - dr), max(0, -dc), min(cols, w - dc)
     if r0 < r1 and c0 < c1:
-        out[r0:r1, c0:c1] = scores[r0 + dr:r1 + dr, c0 + dc:c1 + dc]
+        out[..., r0:r1, c0:c1] = grid[..., r0 + dr:r1 + dr, c0 + dc:c1 + dc]
     return out

@@ -205,8 +205,8 @@ class PlaceIndex:
                 try:
                     import faiss
                 except ImportError:
-                    faiss = None
-                if faiss is not None:
+                    pass
+                else:
                     flat = faiss.IndexFlatIP(gallery.shape[1])
                     flat.add(gallery)
                     gallery = flat

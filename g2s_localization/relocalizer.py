@@ -32,6 +32,7 @@ from .geodesy import EnuFrame, wrap_angle
 from .map_search import FORMAT as FEATURE_MAP_FORMAT
 from .map_search import (
     MapSearchConfig, SatelliteFeatureMap, ScoreMap, SequenceSearch, distinct_places, frame_template, score_map,
+    shifted,
 )
 from .place_index import FORMAT as PLACE_INDEX_FORMAT
 from .place_index import PlaceIndex
@@ -195,16 +196,6 @@ class Relocalizer:
         return spread
 
 
-def _crop(features: Tensor, top: int, left: int, size: int) -> Tensor:
-    """``features[:, top:top+size, left:left+size]`` of a ``(C, H, W)`` grid, zeros off the grid."""
-    c, h, w = features.shape
-    out = features.new_zeros(c, size, size)
-    r0, r1, c0, c1 = max(top, 0), min(top + size, h), max(left, 0), min(left + size, w)
-    if r0 < r1 and c0 < c1:
-        out[:, r0 - top:r1 - top, c0 - left:c1 - left] = features[:, r0:r1, c0:c1]
-    return out
-
-
 def _correlate_valid(crops: Tensor, kernels: Tensor) -> Tensor:
     """``F.conv2d(crops, kernels)`` (cross-correlation, no padding): crops ``(K, C, L, L)``, kernels
     ``(Y, C, s, s)`` -> ``(K, Y, L - s + 1, L - s + 1)``. By FFT with the channels contracted per
@@ -244,8 +235,8 @@ def verify_places(feature_map: SatelliteFeatureMap, history: Sequence[tuple[Scor
         top, left = row - (s - 1) / 2, col - (s - 1) / 2  # (K, M) template top-left, fractional
         base_r, base_c = top.amin(1).floor().long(), left.amin(1).floor().long()
         span = int(max(float((top.amax(1) - base_r).max()), float((left.amax(1) - base_c).max()))) + 2
-        crops = torch.stack([_crop(feature_map.features[d], int(r), int(c), span + s - 1)
-                             for r, c in zip(base_r, base_c)])
+        crops = torch.stack([shifted(feature_map.features[d], int(r), int(c), 0.0, (span + s - 1, span + s - 1))
+                             for r, c in zip(base_r, base_c)])  # zeros off the map
         corr = _correlate_valid(crops.float(), kernels).amax(1, keepdim=True)  # (K, 1, span, span), best yaw
         sample = torch.stack([(left - base_c[:, None]) / (span - 1) * 2 - 1,
                               (top - base_r[:, None]) / (span - 1) * 2 - 1], -1)[:, :, None]

@@ -41,6 +41,12 @@ class TestShifted:
     def test_beyond_the_map_is_all_fill(self) -> None:
         assert torch.all(shifted(torch.ones(3, 3), 5, 0, 0.0) == 0.0)
 
+    def test_crops_a_window_of_any_size_over_channels(self) -> None:
+        x = torch.arange(24.0).view(2, 3, 4)
+        out = shifted(x, -1, 2, 0.0, (4, 3))  # the window from row -1, column 2: 4 rows, 3 columns
+        assert out.shape == (2, 4, 3)
+        assert torch.equal(out[:, 1:, :2], x[:, :, 2:]) and torch.all(out[:, 0] == 0) and torch.all(out[:, :, 2] == 0)
+
 
 class TestCovered:
     def test_matches_a_max_pool(self) -> None:
