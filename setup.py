@@ -12,7 +12,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["weights/*.safetensors", "weights/*.json"]},
+    package_data={f"{PACKAGE}.registration": ["weights/*.safetensors"],
+                  f"{PACKAGE}.relocalization": ["weights/*.safetensors"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -24,7 +25,7 @@ setup(
     entry_points={
         "console_scripts": [
             f"g2s = {PACKAGE}.cli:main",
-            f"g2s_node = {PACKAGE}.node:main",
+            f"g2s_node = {PACKAGE}.ros.node:main",
         ],
     },
 )

@@ -20,10 +20,15 @@ from pathlib import Path
 
 import torch
 
-from g2s_localization.datasets import KittiRegistrationDataset
-from g2s_localization.evaluation import evaluate, write_report
-from g2s_localization.metrics import format_table
-from g2s_localization.registration import DEFAULT_WEIGHTS, BaselineRegistrar, LearnedRegistrar, PriorRegistrar
+from g2s_localization.data.registration_dataset import KittiRegistrationDataset
+from g2s_localization.evaluation.metrics import format_table
+from g2s_localization.evaluation.registration_eval import evaluate, write_report
+from g2s_localization.registration.registrars import (
+    DEFAULT_WEIGHTS,
+    BaselineRegistrar,
+    LearnedRegistrar,
+    PriorRegistrar,
+)
 
 
 def ensure_dataset(root: Path, split: str) -> None:
@@ -70,7 +75,7 @@ def main() -> None:
     report = write_report(runs, args.report, f"Registration benchmark, split {args.split} (synthetic)")
     print(f"report: {report}")
 
-    from g2s_localization.plots import plot_overlay
+    from g2s_localization.evaluation.plots import plot_overlay
 
     for index in (0, len(dataset) // 2, len(dataset) - 1):
         item = dataset[index]

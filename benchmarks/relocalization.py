@@ -31,20 +31,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from g2s_localization.datasets import KittiRegistrationDataset
-from g2s_localization.geodesy import EnuFrame
-from g2s_localization.map_search import MapSearchConfig, SatelliteFeatureMap, build_feature_map
-from g2s_localization.place_index import PlaceIndex, build_place_index
-from g2s_localization.place_training import DEFAULT_PLACE_WEIGHTS, load_place_head
-from g2s_localization.registration import LearnedRegistrar
-from g2s_localization.relocalizer import Relocalizer
-from g2s_localization.synthetic import load_world
+from g2s_localization.data.registration_dataset import KittiRegistrationDataset
+from g2s_localization.geo.geodesy import EnuFrame
+from g2s_localization.registration.registrars import LearnedRegistrar
+from g2s_localization.relocalization.feature_map import MapSearchConfig, SatelliteFeatureMap, build_feature_map
+from g2s_localization.relocalization.place_head import DEFAULT_PLACE_WEIGHTS, load_place_head
+from g2s_localization.relocalization.place_index import PlaceIndex, build_place_index
+from g2s_localization.relocalization.relocalizer import Relocalizer
+from g2s_localization.synthetic.generate import load_world
 
 
 def single_frame_recall(relocalizer: Relocalizer, index: PlaceIndex, frames: list[tuple], truth: np.ndarray) -> str:
     """University-1652-style Recall@1/5/10 and AP of single frames against the index layer of their heading;
     a lattice point within 8 m of the truth is a true match."""
-    from g2s_localization.retrieval import average_precision, recall_at_k
+    from g2s_localization.evaluation.retrieval import average_precision, recall_at_k
 
     rows, cols = np.divmod(np.arange(index.shape[0] * index.shape[1]), index.shape[1])
     e, n = (v.numpy() for v in index.cell_to_en(torch.as_tensor(rows), torch.as_tensor(cols)))
@@ -63,7 +63,7 @@ def single_frame_recall(relocalizer: Relocalizer, index: PlaceIndex, frames: lis
 
 def fit_temperature(evidence: list[tuple[list[float], int, list[float]]]) -> float:
     """Temperature whose candidate weights best predict which candidate is within 8 m (max likelihood)."""
-    from g2s_localization.relocalizer import candidate_weights
+    from g2s_localization.relocalization.relocalizer import candidate_weights
 
     grid = np.geomspace(1e-3, 1.0, 61)
     nll = []

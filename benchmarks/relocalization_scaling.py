@@ -14,12 +14,11 @@ import time
 
 import torch
 
-from g2s_localization.map_search import (
-    NORTH_UP_YAW, MapSearchConfig, SatelliteFeatureMap, ScoreMap, SequenceSearch, frame_template, score_map,
-)
-from g2s_localization.place_index import build_place_index
-from g2s_localization.place_training import DEFAULT_PLACE_WEIGHTS, load_place_head
-from g2s_localization.relocalizer import verify_places
+from g2s_localization.relocalization.feature_map import NORTH_UP_YAW, MapSearchConfig, SatelliteFeatureMap
+from g2s_localization.relocalization.map_search import ScoreMap, SequenceSearch, frame_template, score_map
+from g2s_localization.relocalization.place_head import DEFAULT_PLACE_WEIGHTS, load_place_head
+from g2s_localization.relocalization.place_index import build_place_index
+from g2s_localization.relocalization.relocalizer import verify_places
 
 
 def median_time(fn, repeats: int) -> float:

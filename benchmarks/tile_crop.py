@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from g2s_localization.geodesy import latlon_from_world_pixel
-from g2s_localization.tile_sources import MBTilesWriter, open_tile_source, write_xyz_tile
-from g2s_localization.tiles import TileCache
+from g2s_localization.geo.geodesy import latlon_from_world_pixel
+from g2s_localization.geo.tile_sources import MBTilesWriter, open_tile_source, write_xyz_tile
+from g2s_localization.geo.tiles import TileCache
 
 ZOOM, X0, Y0, N = 19, 274374, 180048, 8
 

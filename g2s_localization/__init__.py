@@ -1,6 +1,8 @@
 """Ground-to-satellite camera localization for ROS 2.
 
-Everything below :mod:`g2s_localization.node` is plain Python + torch and runs without ROS.
+What runs on the vehicle lives in ``geo``, ``cameras``, ``registration``, ``relocalization``,
+``runtime`` and ``ros`` (the only subpackage that imports rclpy); offline tooling in ``data``,
+``synthetic``, ``training`` and ``evaluation``. Vehicle code never imports offline code.
 """
 
 __version__ = "0.1.0"

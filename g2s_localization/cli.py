@@ -6,12 +6,12 @@ import math
 import sys
 from pathlib import Path
 
-from .tile_sources import TileError
+from g2s_localization.geo.tile_sources import TileError
 
 
 def _make_world(args: argparse.Namespace) -> None:
-    from .synthetic import make_world
-    from .world import WorldConfig
+    from g2s_localization.synthetic.generate import make_world
+    from g2s_localization.synthetic.world import WorldConfig
 
     config = WorldConfig(seed=args.seed, style=args.style, size_m=args.size, tree_density=args.trees,
                          car_change_fraction=args.car_change, shadow_strength=args.shadows,
@@ -21,8 +21,8 @@ def _make_world(args: argparse.Namespace) -> None:
 
 
 def _make_drive(args: argparse.Namespace) -> None:
-    from .drive import DriveConfig
-    from .synthetic import make_drive
+    from g2s_localization.synthetic.drive import DriveConfig
+    from g2s_localization.synthetic.generate import make_drive
 
     out = make_drive(args.root, args.world, DriveConfig(seed=args.seed, duration_s=args.duration),
                      date=args.date, number=args.number, split=args.split)
@@ -30,7 +30,7 @@ def _make_drive(args: argparse.Namespace) -> None:
 
 
 def _kitti_to_bag(args: argparse.Namespace) -> None:
-    from .bag_io import kitti_to_bag
+    from g2s_localization.data.bag_io import kitti_to_bag
 
     datum = tuple(float(v) for v in args.datum.split(",")) if args.datum else None
     if datum is not None and len(datum) != 3:
@@ -42,8 +42,8 @@ def _kitti_to_bag(args: argparse.Namespace) -> None:
 def _crop(args: argparse.Namespace) -> None:
     import cv2
 
-    from .tile_sources import open_tile_source
-    from .tiles import TileCache
+    from g2s_localization.geo.tile_sources import open_tile_source
+    from g2s_localization.geo.tiles import TileCache
 
     yaw = None if args.yaw_deg is None else math.radians(args.yaw_deg)
     patch = TileCache(open_tile_source(args.tiles)).crop(args.lat, args.lon, yaw, args.size, args.mpp)
@@ -54,8 +54,8 @@ def _crop(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     import yaml
 
-    from .config import from_dict, load_yaml, to_dict
-    from .training import TrainConfig, train
+    from g2s_localization.config import from_dict, load_yaml, to_dict
+    from g2s_localization.training.trainer import TrainConfig, train
 
     base = to_dict(load_yaml(TrainConfig, args.config)) if args.config else {}
     for item in args.set:
@@ -69,12 +69,12 @@ def _train(args: argparse.Namespace) -> None:
 def _calibrate(args: argparse.Namespace) -> None:
     import yaml
 
-    from .checkpoints import read_checkpoint, save_checkpoint
-    from .config import from_dict, to_dict
-    from .datasets import KittiRegistrationDataset
-    from .evaluation import calibrate_temperature
-    from .model import ModelConfig
-    from .registration import LearnedRegistrar
+    from g2s_localization.config import from_dict, to_dict
+    from g2s_localization.data.registration_dataset import KittiRegistrationDataset
+    from g2s_localization.evaluation.registration_eval import calibrate_temperature
+    from g2s_localization.registration.checkpoints import read_checkpoint, save_checkpoint
+    from g2s_localization.registration.model import ModelConfig
+    from g2s_localization.registration.registrars import LearnedRegistrar
 
     registrar = LearnedRegistrar.from_checkpoint(args.checkpoint, device="cpu")
     _, meta = read_checkpoint(args.checkpoint)
@@ -94,9 +94,10 @@ def _calibrate(args: argparse.Namespace) -> None:
 
 
 def _train_place_head(args: argparse.Namespace) -> None:
-    from .datasets import KittiRegistrationDataset
-    from .place_training import PlaceHeadConfig, prepare_place_samples, save_place_head, train_place_head
-    from .registration import registrar_from_weights
+    from g2s_localization.data.registration_dataset import KittiRegistrationDataset
+    from g2s_localization.registration.registrars import registrar_from_weights
+    from g2s_localization.relocalization.place_head import save_place_head
+    from g2s_localization.training.place_training import PlaceHeadConfig, prepare_place_samples, train_place_head
 
     config, registrar = PlaceHeadConfig(), registrar_from_weights(args.weights, args.device)
     samples = prepare_place_samples(KittiRegistrationDataset(args.root, args.split), registrar, config, every=args.every)
@@ -107,12 +108,12 @@ def _train_place_head(args: argparse.Namespace) -> None:
 
 
 def _build_place_index(args: argparse.Namespace) -> None:
-    from .map_search import MapSearchConfig, build_feature_map
-    from .place_index import build_place_index
-    from .place_training import DEFAULT_PLACE_WEIGHTS, load_place_head
-    from .registration import registrar_from_weights
-    from .tile_sources import open_tile_source
-    from .tiles import TileCache
+    from g2s_localization.geo.tile_sources import open_tile_source
+    from g2s_localization.geo.tiles import TileCache
+    from g2s_localization.registration.registrars import registrar_from_weights
+    from g2s_localization.relocalization.feature_map import MapSearchConfig, build_feature_map
+    from g2s_localization.relocalization.place_head import DEFAULT_PLACE_WEIGHTS, load_place_head
+    from g2s_localization.relocalization.place_index import build_place_index
 
     registrar = registrar_from_weights(args.weights, args.device)
     head = load_place_head(args.head or DEFAULT_PLACE_WEIGHTS)
@@ -127,10 +128,10 @@ def _build_place_index(args: argparse.Namespace) -> None:
 
 
 def _build_feature_map(args: argparse.Namespace) -> None:
-    from .map_search import MapSearchConfig, build_feature_map
-    from .registration import registrar_from_weights
-    from .tile_sources import open_tile_source
-    from .tiles import TileCache
+    from g2s_localization.geo.tile_sources import open_tile_source
+    from g2s_localization.geo.tiles import TileCache
+    from g2s_localization.registration.registrars import registrar_from_weights
+    from g2s_localization.relocalization.feature_map import MapSearchConfig, build_feature_map
 
     registrar = registrar_from_weights(args.weights, args.device)
     feature_map = build_feature_map(TileCache(open_tile_source(args.tiles)), registrar, (args.lat, args.lon),
@@ -141,7 +142,7 @@ def _build_feature_map(args: argparse.Namespace) -> None:
 
 
 def _replay(args: argparse.Namespace) -> None:
-    from .replay import replay
+    from g2s_localization.ros.replay import replay
 
     sent = replay(args.bag, rate=args.rate, loops=args.loops, wait_topics=args.wait_for or None,
                   wait_for_subscribers_s=args.wait_timeout)
@@ -149,7 +150,7 @@ def _replay(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .replay_eval import evaluate_bag
+    from g2s_localization.evaluation.replay_eval import evaluate_bag
 
     report = evaluate_bag(args.bag, args.tiles, args.out, weights=args.weights, rate=args.rate)
     print(report.read_text())
@@ -157,7 +158,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from g2s_localization.demo import run_demo
 
     run_demo(Path(args.out), duration_s=args.duration)
 

@@ -15,15 +15,16 @@ import cv2
 import numpy as np
 import torch
 
-from .bag_io import kitti_to_bag
-from .camera import bev_sampling_grid, project_image_to_bev, rotation_ground_from_camera
-from .camera_render import CameraRig
-from .drive import DriveConfig
-from .geodesy import EnuFrame
-from .kitti_raw import KittiRawDrive
-from .synthetic import make_drive, make_world
-from .tile_sources import open_tile_source
-from .tiles import TileCache
+from g2s_localization.cameras.bev import bev_sampling_grid, project_image_to_bev
+from g2s_localization.cameras.pinhole import rotation_ground_from_camera
+from g2s_localization.data.bag_io import kitti_to_bag
+from g2s_localization.data.kitti_raw import KittiRawDrive
+from g2s_localization.geo.geodesy import EnuFrame
+from g2s_localization.geo.tile_sources import open_tile_source
+from g2s_localization.geo.tiles import TileCache
+from g2s_localization.synthetic.camera_render import CameraRig
+from g2s_localization.synthetic.drive import DriveConfig
+from g2s_localization.synthetic.generate import make_drive, make_world
 
 BEV_SIZE, BEV_MPP, SEARCH_PX = 200, 0.2, 40
 
@@ -109,7 +110,7 @@ def run_demo(out: Path, duration_s: float = 10.0) -> None:
     print(f"  best edge-match offset at the GNSS fix:  median {med(offsets_gnss):.2f} m (search window "
           f"+-{SEARCH_PX * BEV_MPP:.0f} m)")
     print("[5/5] replaying the bag through g2s_node over DDS (shipped weights) and scoring it")
-    from .replay_eval import evaluate_bag
+    from g2s_localization.evaluation.replay_eval import evaluate_bag
 
     report = evaluate_bag(bag, world_dir / "area.mbtiles", out / "evaluation", rate=0.5)
     print(report.read_text())

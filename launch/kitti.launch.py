@@ -2,11 +2,12 @@
 
     ros2 launch g2s_localization kitti.launch.py params_file:=my.yaml use_sim_time:=true namespace:=car1
 """
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
 
 
 def generate_launch_description() -> LaunchDescription:

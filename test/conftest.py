@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from g2s_localization.tile_sources import MBTilesWriter, write_xyz_tile
+from g2s_localization.geo.tile_sources import MBTilesWriter, write_xyz_tile
 
 # One random DDS domain per test session, discovery restricted to this machine.
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
@@ -60,8 +60,8 @@ def coordinate_tiles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, obje
 @pytest.fixture(scope="session")
 def small_world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The smallest allowed synthetic town, rendered and exported once per session."""
-    from g2s_localization.synthetic import make_world
-    from g2s_localization.world import WorldConfig
+    from g2s_localization.synthetic.generate import make_world
+    from g2s_localization.synthetic.world import WorldConfig
 
     out = tmp_path_factory.mktemp("world")
     make_world(out, WorldConfig(seed=3, size_m=350.0), progress=False)
@@ -71,8 +71,8 @@ def small_world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory, small_world_dir: Path) -> Path:
     """A 1 s (10 frame) synthetic drive in KITTI raw layout."""
-    from g2s_localization.drive import DriveConfig
-    from g2s_localization.synthetic import make_drive
+    from g2s_localization.synthetic.drive import DriveConfig
+    from g2s_localization.synthetic.generate import make_drive
 
     root = tmp_path_factory.mktemp("dataset")
     make_drive(root, small_world_dir, DriveConfig(seed=1, duration_s=1.0), number=7, split="train", progress=False)
@@ -87,12 +87,13 @@ def baseline_relocalization_maps(tmp_path_factory: pytest.TempPathFactory, small
     map this small the retrieval shortlist spans nearly every place, so verification decides)."""
     import torch
 
-    from g2s_localization.kitti_raw import find_drives
-    from g2s_localization.map_search import build_feature_map
-    from g2s_localization.place_index import RingPartHead, build_place_index, part_kernels
-    from g2s_localization.registration import BaselineRegistrar
-    from g2s_localization.tile_sources import open_tile_source
-    from g2s_localization.tiles import TileCache
+    from g2s_localization.data.kitti_raw import find_drives
+    from g2s_localization.geo.tile_sources import open_tile_source
+    from g2s_localization.geo.tiles import TileCache
+    from g2s_localization.registration.registrars import BaselineRegistrar
+    from g2s_localization.relocalization.feature_map import build_feature_map
+    from g2s_localization.relocalization.place_head import RingPartHead, part_kernels
+    from g2s_localization.relocalization.place_index import build_place_index
 
     out = tmp_path_factory.mktemp("relocalization_maps")
     drive = find_drives(small_dataset)[0]

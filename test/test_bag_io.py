@@ -12,9 +12,9 @@ from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CameraInfo, Image, Imu, NavSatFix
 
-from g2s_localization.bag_io import FRAMES, TOPICS, kitti_to_bag, read_bag_datum
-from g2s_localization.geodesy import EnuFrame
-from g2s_localization.kitti_raw import KittiRawDrive
+from g2s_localization.data.bag_io import FRAMES, TOPICS, kitti_to_bag, read_bag_datum
+from g2s_localization.data.kitti_raw import KittiRawDrive
+from g2s_localization.geo.geodesy import EnuFrame
 
 ROS_TYPES = {TOPICS["image"]: Image, TOPICS["camera_info"]: CameraInfo, TOPICS["fix"]: NavSatFix,
              TOPICS["imu"]: Imu, TOPICS["gt_pose"]: PoseStamped, TOPICS["gt_fix"]: NavSatFix,

@@ -37,8 +37,8 @@ def test_make_drive_and_bag(small_world_dir: Path, tmp_path: Path) -> None:
 
 
 def test_build_feature_map_for_the_node(small_world_dir: Path, tmp_path: Path, capsys) -> None:
-    from g2s_localization.map_search import SatelliteFeatureMap
-    from g2s_localization.synthetic import load_world
+    from g2s_localization.relocalization.feature_map import SatelliteFeatureMap
+    from g2s_localization.synthetic.generate import load_world
 
     world = load_world(small_world_dir)
     out = tmp_path / "features.safetensors"
@@ -55,10 +55,10 @@ def test_build_feature_map_for_the_node(small_world_dir: Path, tmp_path: Path, c
 
 def test_train_place_head_and_build_place_index(small_world_dir: Path, small_dataset: Path, tmp_path: Path,
                                                capsys) -> None:
-    from g2s_localization.map_search import SatelliteFeatureMap
-    from g2s_localization.place_index import PlaceIndex
-    from g2s_localization.relocalizer import load_place_map
-    from g2s_localization.synthetic import load_world
+    from g2s_localization.relocalization.feature_map import SatelliteFeatureMap
+    from g2s_localization.relocalization.place_index import PlaceIndex
+    from g2s_localization.relocalization.relocalizer import load_place_map
+    from g2s_localization.synthetic.generate import load_world
 
     head = tmp_path / "head.safetensors"
     assert main(["train-place-head", "--root", str(small_dataset), "--split", "train", "--every", "1", "--steps", "3",

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from g2s_localization import geodesy as g
+from g2s_localization.geo import geodesy as g
 
 A = 6378137.0
 B = 6356752.314245  # WGS84 semi-minor axis, published

@@ -7,8 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
-from g2s_localization.kitti_raw import (
-    OXTS_FIELDS, KittiRawDrive, find_drives, format_timestamp_ns, parse_oxts_line, parse_timestamp_ns,
+from g2s_localization.data.kitti_raw import (
+    OXTS_FIELDS,
+    KittiRawDrive,
+    find_drives,
+    format_timestamp_ns,
+    parse_oxts_line,
+    parse_timestamp_ns,
 )
 
 # An OXTS record in the official 30-field text format (values typical of KITTI raw, Karlsruhe).
@@ -74,7 +79,7 @@ class TestSyntheticDrive:
         assert satmap.shape == (512, 512, 3)
 
     def test_oxts_is_the_noisy_sensor(self, small_dataset: Path) -> None:
-        from g2s_localization.geodesy import EnuFrame
+        from g2s_localization.geo.geodesy import EnuFrame
 
         (drive,) = find_drives(small_dataset)
         gaps = []

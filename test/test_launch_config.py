@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from g2s_localization.node import PARAMETERS
+from g2s_localization.ros.node_config import PARAMETERS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ def test_params_file_keys_are_declared_parameters() -> None:
 
 
 def test_node_starts_with_params_file_and_reports_bad_tiles(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "g2s_localization.node", "--ros-args", "--params-file",
+    result = subprocess.run([sys.executable, "-m", "g2s_localization.ros.node", "--ros-args", "--params-file",
                              str(ROOT / "config" / "kitti.yaml"), "-p", f"tiles_path:={tmp_path / 'none.mbtiles'}"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
@@ -43,7 +43,7 @@ def test_node_starts_with_params_file_and_reports_bad_tiles(tmp_path: Path) -> N
 def test_node_rejects_corrupt_weights(tmp_path: Path, small_world_dir: Path) -> None:
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"definitely not weights")
-    result = subprocess.run([sys.executable, "-m", "g2s_localization.node", "--ros-args", "-p",
+    result = subprocess.run([sys.executable, "-m", "g2s_localization.ros.node", "--ros-args", "-p",
                              f"tiles_path:={small_world_dir / 'area.mbtiles'}", "-p", f"weights:={bad}"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
@@ -52,15 +52,15 @@ def test_node_rejects_corrupt_weights(tmp_path: Path, small_world_dir: Path) -> 
 
 def test_node_rejects_a_corrupt_or_foreign_relocalization_map(tmp_path: Path, small_world_dir: Path,
                                                               baseline_relocalization_maps: dict[str, Path]) -> None:
-    from g2s_localization.map_search import build_feature_map
-    from g2s_localization.registration import DEFAULT_WEIGHTS, BaselineRegistrar
-    from g2s_localization.synthetic import load_world
-    from g2s_localization.tile_sources import open_tile_source
-    from g2s_localization.tiles import TileCache
+    from g2s_localization.geo.tile_sources import open_tile_source
+    from g2s_localization.geo.tiles import TileCache
+    from g2s_localization.registration.registrars import DEFAULT_WEIGHTS, BaselineRegistrar
+    from g2s_localization.relocalization.feature_map import build_feature_map
+    from g2s_localization.synthetic.generate import load_world
 
     def run(map_path: Path, weights: str, features: Path | None = None) -> str:
         extra = ["-p", f"relocalization_features:={features}"] if features else []
-        result = subprocess.run([sys.executable, "-m", "g2s_localization.node", "--ros-args", "-p",
+        result = subprocess.run([sys.executable, "-m", "g2s_localization.ros.node", "--ros-args", "-p",
                                  f"tiles_path:={small_world_dir / 'area.mbtiles'}", "-p", f"weights:={weights}",
                                  "-p", f"relocalization_map:={map_path}", *extra],
                                 capture_output=True, text=True, timeout=120)

@@ -9,17 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from g2s_localization.datasets import KittiRegistrationDataset
-from g2s_localization.geodesy import EnuFrame
-from g2s_localization.map_search import (
-    NORTH_UP_YAW, MapSearchConfig, SatelliteFeatureMap, ScoreMap, SequenceSearch, build_feature_map, score_map,
-    shifted,
+from g2s_localization.data.registration_dataset import KittiRegistrationDataset
+from g2s_localization.geo.geodesy import EnuFrame
+from g2s_localization.geo.tile_sources import open_tile_source
+from g2s_localization.geo.tiles import TileCache
+from g2s_localization.registration.registrars import BaselineRegistrar
+from g2s_localization.relocalization.feature_map import (
+    NORTH_UP_YAW,
+    MapSearchConfig,
+    SatelliteFeatureMap,
+    build_feature_map,
 )
-from g2s_localization.registration import BaselineRegistrar
-from g2s_localization.relocalizer import Relocalizer, _correlate_valid, candidate_weights, verify_places
-from g2s_localization.synthetic import load_world
-from g2s_localization.tile_sources import open_tile_source
-from g2s_localization.tiles import TileCache
+from g2s_localization.relocalization.map_search import ScoreMap, SequenceSearch, score_map, shifted
+from g2s_localization.relocalization.relocalizer import Relocalizer, _correlate_valid, candidate_weights, verify_places
+from g2s_localization.synthetic.generate import load_world
 
 
 def smooth_map(channels: int = 4, size: int = 96, seed: int = 0) -> SatelliteFeatureMap:
@@ -260,7 +263,7 @@ def test_relocalizer_finds_the_drive_without_gnss(small_world_dir: Path, small_d
 def test_relocalizer_rejects_a_missing_heading(small_world_dir: Path) -> None:
     registrar = BaselineRegistrar(device="cpu")
     tiles, fmap = world_map(small_world_dir, registrar, 20.0)
-    from g2s_localization.camera import PinholeCamera
+    from g2s_localization.cameras.pinhole import PinholeCamera
 
     camera = PinholeCamera(100.0, 100.0, 63.5, 31.5, 128, 64)
     with pytest.raises(ValueError, match="finite IMU heading"):

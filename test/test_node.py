@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from g2s_localization_msgs.msg import RegistrationStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, Imu, NavSatFix
-
-from g2s_localization.geodesy import EnuFrame
-from g2s_localization.kitti_raw import find_drives
-from g2s_localization.pipeline import State
-from g2s_localization_msgs.msg import RegistrationStatus
 from tf2_msgs.msg import TFMessage
+
+from g2s_localization.data.kitti_raw import find_drives
+from g2s_localization.geo.geodesy import EnuFrame
+from g2s_localization.runtime.pipeline import State
 
 
 class Harness(Node):
@@ -93,7 +93,7 @@ def running_node(params: dict[str, object], namespace: str = ""):
     """g2s_node in its own process with these parameters, and a harness node that has seen it come up.
 
     With a ``namespace``, the node and its sensor topics live under it, apart from other nodes."""
-    cmd = [sys.executable, "-m", "g2s_localization.node", "--ros-args"]
+    cmd = [sys.executable, "-m", "g2s_localization.ros.node", "--ros-args"]
     if namespace:
         cmd += ["-r", f"__ns:={namespace}"]
         params = {**{t: f"{namespace}/{d}" for t, d in (("image_topic", "camera/image_raw"), (
@@ -133,7 +133,7 @@ def running_node(params: dict[str, object], namespace: str = ""):
 
 @pytest.fixture(scope="module")
 def live(small_world_dir: Path, small_dataset: Path):
-    from g2s_localization.synthetic import load_world
+    from g2s_localization.synthetic.generate import load_world
 
     world = load_world(small_world_dir)
     params = {"tiles_path": small_world_dir / "tiles", "weights": "baseline", "device": "cpu",

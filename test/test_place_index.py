@@ -9,19 +9,29 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from g2s_localization import place_index
-from g2s_localization.checkpoints import CheckpointError
-from g2s_localization.datasets import KittiRegistrationDataset
-from g2s_localization.geodesy import EnuFrame
-from g2s_localization.map_search import NORTH_UP_YAW, MapSearchConfig, SatelliteFeatureMap, build_feature_map
-from g2s_localization.place_index import PlaceIndex, RingPartHead, build_place_index, part_kernels, query_window
-from g2s_localization.place_training import (
-    PlaceHeadConfig, load_place_head, prepare_place_samples, save_place_head, train_place_head,
+from g2s_localization.data.registration_dataset import KittiRegistrationDataset
+from g2s_localization.geo.geodesy import EnuFrame
+from g2s_localization.geo.tile_sources import open_tile_source
+from g2s_localization.geo.tiles import TileCache
+from g2s_localization.registration.checkpoints import CheckpointError
+from g2s_localization.registration.registrars import BaselineRegistrar, LearnedRegistrar
+from g2s_localization.relocalization import place_index
+from g2s_localization.relocalization.feature_map import (
+    NORTH_UP_YAW,
+    MapSearchConfig,
+    SatelliteFeatureMap,
+    build_feature_map,
 )
-from g2s_localization.registration import BaselineRegistrar, LearnedRegistrar
-from g2s_localization.relocalizer import Relocalizer
-from g2s_localization.tile_sources import open_tile_source
-from g2s_localization.tiles import TileCache
+from g2s_localization.relocalization.place_head import (
+    RingPartHead,
+    load_place_head,
+    part_kernels,
+    query_window,
+    save_place_head,
+)
+from g2s_localization.relocalization.place_index import PlaceIndex, build_place_index
+from g2s_localization.relocalization.relocalizer import Relocalizer
+from g2s_localization.training.place_training import PlaceHeadConfig, prepare_place_samples, train_place_head
 
 
 def small_head(window: int = 8, channels: int = 3, seed: int = 0) -> RingPartHead:

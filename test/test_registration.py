@@ -8,16 +8,24 @@ import numpy as np
 import pytest
 import torch
 
-from g2s_localization.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from g2s_localization.config import to_dict
-from g2s_localization.correlation import (
-    Peak, ScoreVolume, correlate, correlate_pairs, correlate_window, pool_search_inputs, pose_from_scores,
-    refine_peak, rotate_bev, yaw_candidates,
+from g2s_localization.evaluation.metrics import CHI2_95_3DOF, frame_errors, summarize
+from g2s_localization.registration.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
+from g2s_localization.registration.correlation import (
+    Peak,
+    ScoreVolume,
+    correlate,
+    correlate_pairs,
+    correlate_window,
+    pool_search_inputs,
+    pose_from_scores,
+    refine_peak,
+    rotate_bev,
+    yaw_candidates,
 )
-from g2s_localization.losses import make_pseudo_queries, target_cells
-from g2s_localization.metrics import CHI2_95_3DOF, frame_errors, summarize
-from g2s_localization.model import G2SRegistrationNet, ModelConfig
-from g2s_localization.registration import BaselineRegistrar, LearnedRegistrar, coarse_to_fine, to_map_frame
+from g2s_localization.registration.model import G2SRegistrationNet, ModelConfig
+from g2s_localization.registration.registrars import BaselineRegistrar, LearnedRegistrar, coarse_to_fine, to_map_frame
+from g2s_localization.training.losses import make_pseudo_queries, target_cells
 
 TINY = ModelConfig(ground_width=128, ground_height=40, feature_dim=4, width=8, bev_size=24, bev_metres_per_px=1.0,
                    search_radius_m=6.0, yaw_range_deg=4.0, yaw_step_deg=2.0)
@@ -275,7 +283,7 @@ class TestCheckpoints:
 
 class TestToMapFrame:
     def test_rotates_offsets_and_covariance(self) -> None:
-        from g2s_localization.correlation import PoseEstimate
+        from g2s_localization.registration.correlation import PoseEstimate
 
         cov = torch.diag(torch.tensor([4.0, 1.0, 0.01]))[None]
         est = PoseEstimate(torch.tensor([2.0]), torch.tensor([1.0]), torch.tensor([0.1]), cov, torch.ones(1),
@@ -303,10 +311,10 @@ class TestMetrics:
 class TestBaseline:
     def test_recovers_the_pose_of_a_rendered_view(self, small_world_dir: Path) -> None:
         """A camera view rendered at a known pose is found from a prior 6 m and 4 deg off."""
-        from g2s_localization.camera_render import KITTI_CAMERA, CameraRenderer
-        from g2s_localization.synthetic import load_world
-        from g2s_localization.tile_sources import open_tile_source
-        from g2s_localization.tiles import TileCache
+        from g2s_localization.geo.tile_sources import open_tile_source
+        from g2s_localization.geo.tiles import TileCache
+        from g2s_localization.synthetic.camera_render import KITTI_CAMERA, CameraRenderer
+        from g2s_localization.synthetic.generate import load_world
 
         world = load_world(small_world_dir)
         x, y, yaw = world.lane_pose(0, 25.0)
@@ -323,9 +331,9 @@ class TestBaseline:
         assert result.satellite is not None and result.satellite.shape[2] == 3
 
     def test_rejects_a_wrong_image(self, small_world_dir: Path) -> None:
-        from g2s_localization.camera_render import KITTI_CAMERA
-        from g2s_localization.tile_sources import open_tile_source
-        from g2s_localization.tiles import TileCache
+        from g2s_localization.geo.tile_sources import open_tile_source
+        from g2s_localization.geo.tiles import TileCache
+        from g2s_localization.synthetic.camera_render import KITTI_CAMERA
 
         tiles = TileCache(open_tile_source(small_world_dir / "tiles"))
         with pytest.raises(ValueError, match="RGB uint8"):
@@ -339,12 +347,12 @@ class TestBaseline:
 class TestShippedWeights:
     def test_load_and_register_a_rendered_view(self, small_world_dir: Path) -> None:
         """The packaged weights (trained on synthetic towns) load without pickle and localize."""
-        from g2s_localization.camera_render import KITTI_CAMERA, CameraRenderer
-        from g2s_localization.checkpoints import read_checkpoint
-        from g2s_localization.registration import DEFAULT_WEIGHTS
-        from g2s_localization.synthetic import load_world
-        from g2s_localization.tile_sources import open_tile_source
-        from g2s_localization.tiles import TileCache
+        from g2s_localization.geo.tile_sources import open_tile_source
+        from g2s_localization.geo.tiles import TileCache
+        from g2s_localization.registration.checkpoints import read_checkpoint
+        from g2s_localization.registration.registrars import DEFAULT_WEIGHTS
+        from g2s_localization.synthetic.camera_render import KITTI_CAMERA, CameraRenderer
+        from g2s_localization.synthetic.generate import load_world
 
         _, meta = read_checkpoint(DEFAULT_WEIGHTS)
         assert meta["config"]["supervision"] == "weak" and "SYNTHETIC" in meta["extra"]["note"]

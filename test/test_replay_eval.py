@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from g2s_localization.bag_io import kitti_to_bag
 from g2s_localization.cli import main
+from g2s_localization.data.bag_io import kitti_to_bag
 
 
 def test_evaluate_a_bag_through_the_node(small_dataset: Path, small_world_dir: Path, tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_evaluate_a_bag_through_the_node(small_dataset: Path, small_world_dir: P
 def test_replay_refuses_to_wait_for_a_topic_the_bag_lacks(small_dataset: Path, tmp_path: Path) -> None:
     import pytest
 
-    from g2s_localization.replay import replay
+    from g2s_localization.ros.replay import replay
 
     drive = small_dataset / "raw_data" / "2026_01_01" / "2026_01_01_drive_0007_sync"
     bag = kitti_to_bag(drive, tmp_path / "bag", progress=False)

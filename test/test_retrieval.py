@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from g2s_localization.retrieval import average_precision, read_university1652, recall_at_k
+from g2s_localization.data.university1652 import read_university1652
+from g2s_localization.evaluation.retrieval import average_precision, recall_at_k
 
 
 def test_metrics_known_values() -> None:

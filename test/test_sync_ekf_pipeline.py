@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from g2s_localization.ekf import PlanarEkf, run_filter
-from g2s_localization.sync import NearestBuffer
+from g2s_localization.runtime.ekf import PlanarEkf, run_filter
+from g2s_localization.runtime.sync import NearestBuffer
 
 
 class TestNearestBuffer:
@@ -67,12 +67,12 @@ class TestPipeline:
     @pytest.fixture(scope="class")
     @classmethod
     def setup(cls, small_world_dir: Path):
-        from g2s_localization.camera_render import KITTI_CAMERA, CameraRenderer
-        from g2s_localization.pipeline import Localizer
-        from g2s_localization.registration import BaselineRegistrar
-        from g2s_localization.synthetic import load_world
-        from g2s_localization.tile_sources import open_tile_source
-        from g2s_localization.tiles import TileCache
+        from g2s_localization.geo.tile_sources import open_tile_source
+        from g2s_localization.geo.tiles import TileCache
+        from g2s_localization.registration.registrars import BaselineRegistrar
+        from g2s_localization.runtime.pipeline import Localizer
+        from g2s_localization.synthetic.camera_render import KITTI_CAMERA, CameraRenderer
+        from g2s_localization.synthetic.generate import load_world
 
         world = load_world(small_world_dir)
         x, y, yaw = world.lane_pose(1, 30.0)
@@ -83,7 +83,7 @@ class TestPipeline:
         return localizer, world, xy, yaw, image, KITTI_CAMERA
 
     def frame(self, setup, stamp: float, **changes):
-        from g2s_localization.pipeline import Attitude, Frame, GnssFix
+        from g2s_localization.runtime.pipeline import Attitude, Frame, GnssFix
 
         localizer, world, xy, yaw, image, camera = setup
         lat, lon, _ = world.enu_frame.to_geodetic(np.array([xy[0] + 3.0, xy[1] - 2.0, 0.0]))
@@ -93,7 +93,7 @@ class TestPipeline:
         return Frame(**values)
 
     def test_good_frame_gives_a_pose(self, setup) -> None:
-        from g2s_localization.pipeline import State
+        from g2s_localization.runtime.pipeline import State
 
         localizer, _, xy, yaw, _, _ = setup
         localizer.reset()
@@ -104,7 +104,7 @@ class TestPipeline:
         assert outcome.covariance.shape == (3, 3) and outcome.stamp_ns == 10_000_000_000
 
     def test_every_fault_has_a_state(self, setup) -> None:
-        from g2s_localization.pipeline import Attitude, GnssFix, State
+        from g2s_localization.runtime.pipeline import Attitude, GnssFix, State
 
         localizer = setup[0]
         localizer.reset()
@@ -132,9 +132,9 @@ class TestPipeline:
         go to the map-wide search; a fix the camera agrees with does not."""
         from dataclasses import replace
 
-        from g2s_localization.map_search import build_feature_map
-        from g2s_localization.pipeline import GnssFix, PipelineConfig, State
-        from g2s_localization.relocalizer import Relocalizer
+        from g2s_localization.relocalization.feature_map import build_feature_map
+        from g2s_localization.relocalization.relocalizer import Relocalizer
+        from g2s_localization.runtime.pipeline import GnssFix, PipelineConfig, State
 
         localizer, world, xy, yaw, _, _ = setup
         lat, lon, _ = world.enu_frame.to_geodetic(np.array([xy[0], xy[1], 0.0]))

@@ -12,14 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import coordinate_tile, encode_png
-from g2s_localization.geodesy import WGS84_E2, latlon_from_world_pixel, mercator_pixel_size
-from g2s_localization.tile_sources import (
-    CorruptTileError, MBTilesSource, MBTilesWriter, OutsideCoverageError, TilePathError, XyzDirectorySource,
-    open_tile_source, write_xyz_tile,
+
+from g2s_localization.geo.geodesy import WGS84_E2, latlon_from_world_pixel, mercator_pixel_size
+from g2s_localization.geo.tile_sources import (
+    CorruptTileError,
+    MBTilesSource,
+    MBTilesWriter,
+    OutsideCoverageError,
+    TilePathError,
+    XyzDirectorySource,
+    open_tile_source,
+    write_xyz_tile,
 )
-from g2s_localization.tiles import PatchGeoref, TileCache
+from g2s_localization.geo.tiles import PatchGeoref, TileCache
 
 
 def world_latlon(fix: dict, tile_dx: int, tile_dy: int, col: float, row: float) -> tuple[float, float]:

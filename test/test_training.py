@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from g2s_localization.checkpoints import read_checkpoint
 from g2s_localization.config import to_dict
-from g2s_localization.datasets import KittiRegistrationDataset
-from g2s_localization.model import ModelConfig
-from g2s_localization.registration import LearnedRegistrar
-from g2s_localization.training import TrainConfig, train
+from g2s_localization.data.registration_dataset import KittiRegistrationDataset
+from g2s_localization.registration.checkpoints import read_checkpoint
+from g2s_localization.registration.model import ModelConfig
+from g2s_localization.registration.registrars import LearnedRegistrar
+from g2s_localization.training.trainer import TrainConfig, train
 
 TINY = ModelConfig(ground_width=128, ground_height=40, feature_dim=4, width=8, bev_size=24, bev_metres_per_px=1.0,
                    search_radius_m=6.0, yaw_range_deg=4.0, yaw_step_deg=2.0)
@@ -63,7 +63,7 @@ def test_torchrun_single_process_cpu(small_dataset: Path, tmp_path: Path) -> Non
     config.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
-                             str(29500 + os.getpid() % 1000), "-m", "g2s_localization.training", "--config",
+                             str(29500 + os.getpid() % 1000), "-m", "g2s_localization", "train", "--config",
                              str(config)], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     _, meta = read_checkpoint(tmp_path / "ddp" / "model.safetensors")
@@ -71,9 +71,9 @@ def test_torchrun_single_process_cpu(small_dataset: Path, tmp_path: Path) -> Non
 
 
 def test_calibrate_exports_weights_with_temperature(small_dataset: Path, tmp_path: Path) -> None:
-    from g2s_localization.checkpoints import save_checkpoint
     from g2s_localization.cli import main
-    from g2s_localization.model import G2SRegistrationNet
+    from g2s_localization.registration.checkpoints import save_checkpoint
+    from g2s_localization.registration.model import G2SRegistrationNet
 
     source = save_checkpoint(tmp_path / "trained.safetensors", G2SRegistrationNet(TINY), {"model": to_dict(TINY)},
                              step=5)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from g2s_localization.vigor import VIGOR_METRES_PER_PX, localization_errors_m, parse_panorama_name, read_vigor
+from g2s_localization.data.vigor import VIGOR_METRES_PER_PX, localization_errors_m, parse_panorama_name, read_vigor
 
 
 def write_fixture(root: Path) -> None:

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from g2s_localization.camera import project_ground_to_image, rotation_ground_from_camera
-from g2s_localization.camera_render import CameraRenderer, CameraRig
+from g2s_localization.cameras.bev import project_ground_to_image
+from g2s_localization.cameras.pinhole import rotation_ground_from_camera
 from g2s_localization.config import ConfigError, from_dict
-from g2s_localization.drive import DriveConfig, simulate_drive
-from g2s_localization.satellite import export_tiles, render_satellite
-from g2s_localization.tile_sources import XyzDirectorySource
-from g2s_localization.tiles import TileCache
-from g2s_localization.world import ASPHALT, MARKING, WorldConfig, generate_world
+from g2s_localization.geo.tile_sources import XyzDirectorySource
+from g2s_localization.geo.tiles import TileCache
+from g2s_localization.synthetic.camera_render import CameraRenderer, CameraRig
+from g2s_localization.synthetic.drive import DriveConfig, simulate_drive
+from g2s_localization.synthetic.satellite import export_tiles, render_satellite
+from g2s_localization.synthetic.world import ASPHALT, MARKING, WorldConfig, generate_world
 
 MAGENTA = (255, 0, 255)
 CLEAN = dict(seed=3, size_m=350.0, colour_shift=0.0, tree_density=0.0, parked_car_density=0.0, shadow_strength=0.0,

@@ -1,0 +1,1 @@
+"""Camera geometry: intrinsics, the camera-to-ground rotation and the image-to-BEV projection."""

@@ -1,0 +1,166 @@
+"""Registration samples from KITTI-layout datasets (real KITTI + satmap, or the synthetic set).
+
+A sample is one camera frame with a *prior* pose and the satellite patch around that prior,
+heading-aligned to the prior yaw (SA-Occ style). Priors come either from the recorded GNSS /
+compass (``prior="gnss"``: the only labels weak supervision may use) or from the ground truth
+perturbed uniformly within the search window (``prior="perturbed"``: the papers' evaluation
+protocol, seeded per sample so every run sees the same priors).
+
+Satellite patches come from the world's tile cache for synthetic drives (the node's own code
+path) or from the drive's north-up ``satmap`` image, centred on the OXTS fix, for real KITTI.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import Dataset
+
+from g2s_localization.cameras.pinhole import PinholeCamera
+from g2s_localization.data.kitti_raw import GroundTruthPose, KittiRawDrive, find_drives
+from g2s_localization.geo.geodesy import EnuFrame, wrap_angle
+from g2s_localization.geo.tile_sources import open_tile_source
+from g2s_localization.geo.tiles import PatchGeoref, TileCache
+from g2s_localization.registration.model import ModelConfig
+
+KITTI_CAMERA_HEIGHT_M = 1.65
+
+
+class SatmapImageSource:
+    """Crops from one north-up satmap image centred on a known WGS84 point (real KITTI)."""
+
+    def __init__(self, path: Path, centre_lat: float, centre_lon: float, metres_per_px: float) -> None:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"cannot decode satmap {path}")
+        self.image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        h, w = self.image.shape[:2]
+        self.georef = PatchGeoref(centre_lat, centre_lon, math.pi / 2, metres_per_px, w, h)
+
+    def crop(self, lat: float, lon: float, up_yaw: float, size: int, metres_per_px: float) -> np.ndarray:
+        east, north, _ = EnuFrame(self.georef.centre_lat_deg, self.georef.centre_lon_deg).to_enu(lat, lon)
+        target = PatchGeoref(lat, lon, up_yaw, metres_per_px, size, size)
+        # affine: target pixel -> offset from the target centre -> source pixel
+        u = np.array([0.0, 1.0, 0.0])
+        v = np.array([0.0, 0.0, 1.0])
+        de, dn = target.pixel_to_offset(u, v)
+        su, sv = self.georef.offset_to_pixel(de + east, dn + north)
+        matrix = np.array([[su[1] - su[0], su[2] - su[0], su[0]], [sv[1] - sv[0], sv[2] - sv[0], sv[0]]])
+        return cv2.warpAffine(self.image, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT)
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    drive_index: int
+    frame: int
+
+
+class KittiRegistrationDataset(Dataset):
+    """Frames listed in ``<root>/<split>_files.txt`` (or every frame of every drive)."""
+
+    def __init__(self, root: str | Path, split: str | None = None, config: ModelConfig = ModelConfig(),
+                 prior: str = "gnss", seed: int = 0, satmap_metres_per_px: float = 0.2,
+                 camera_height_m: float = KITTI_CAMERA_HEIGHT_M) -> None:
+        if prior not in ("gnss", "perturbed"):
+            raise ValueError(f"prior must be 'gnss' or 'perturbed', got {prior!r}")
+        self.root, self.config, self.prior, self.seed = Path(root), config, prior, seed
+        self.satmap_metres_per_px, self.camera_height_m = satmap_metres_per_px, camera_height_m
+        self.drives = find_drives(self.root)
+        if not self.drives:
+            raise FileNotFoundError(f"no KITTI raw drives under {self.root}")
+        by_name = {(d.date, d.name): i for i, d in enumerate(self.drives)}
+        if split is None:
+            self.frames = [FrameRef(i, f) for i, d in enumerate(self.drives) for f in d.frames]
+        else:
+            list_file = self.root / f"{split}_files.txt"
+            self.frames = []
+            for line in list_file.read_text().split("\n"):
+                if not line.strip():
+                    continue
+                parts = line.split()[0].split("/")  # date/drive/image_02/data/frame.png
+                self.frames.append(FrameRef(by_name[(parts[0], parts[1])], int(Path(parts[-1]).stem)))
+        used = sorted({ref.drive_index for ref in self.frames})  # drives outside the split may be incomplete
+        self._truth = {i: {g.frame: g for g in self.drives[i].ground_truth()} for i in used}
+        self._cameras: dict[int, PinholeCamera] = {}
+        self._caches: dict[Path, TileCache] = {}
+        self._drive_world: dict[Path, Path | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def truth(self, index: int) -> GroundTruthPose:
+        """Ground-truth pose of frame ``index`` (labels for evaluation and benchmarks, never a prior)."""
+        ref = self.frames[index]
+        return self._truth[ref.drive_index][ref.frame]
+
+    def tile_cache(self, index: int) -> TileCache | None:
+        """The tile cache of frame ``index``'s world (synthetic drives), None for real KITTI drives."""
+        return self._tile_cache(self.drives[self.frames[index].drive_index])
+
+    def _tile_cache(self, drive: KittiRawDrive) -> TileCache | None:
+        """The world tile cache of a synthetic drive (named in its datum file); None for real drives."""
+        if drive.path not in self._drive_world:
+            datum_file = drive.path / "ground_truth" / "datum.yaml"
+            world = yaml.safe_load(datum_file.read_text()).get("world") if datum_file.is_file() else None
+            self._drive_world[drive.path] = (Path(world) if Path(world).is_absolute() else self.root / world) \
+                if world else None
+        world_dir = self._drive_world[drive.path]
+        if world_dir is None:
+            return None
+        if world_dir not in self._caches:  # one cache per world, shared by its drives
+            self._caches[world_dir] = TileCache(open_tile_source(world_dir / "tiles"))
+        return self._caches[world_dir]
+
+    def _satellite(self, drive: KittiRawDrive, frame: int, lat: float, lon: float, up_yaw: float) -> np.ndarray:
+        size, mpp = self.config.satellite_input_px, self.config.satellite_metres_per_px
+        cache = self._tile_cache(drive)
+        if cache is not None:
+            return cache.crop(lat, lon, up_yaw, size, mpp).image
+        oxts = drive.oxts(frame)
+        source = SatmapImageSource(drive.satmap_path(self.root, frame), oxts.lat, oxts.lon, self.satmap_metres_per_px)
+        return source.crop(lat, lon, up_yaw, size, mpp)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ref = self.frames[index]
+        drive = self.drives[ref.drive_index]
+        truth = self.truth(index)
+        oxts = drive.oxts(ref.frame)
+        if ref.drive_index not in self._cameras:
+            self._cameras[ref.drive_index] = drive.camera()
+        camera = self._cameras[ref.drive_index]
+        frame = EnuFrame(truth.lat, truth.lon)
+        if self.prior == "gnss" and oxts.has_fix:
+            prior_lat, prior_lon, prior_yaw = oxts.lat, oxts.lon, oxts.yaw
+        else:  # evaluation protocol: uniform offsets within the search window, seeded per sample
+            rng = np.random.default_rng([self.seed, index])
+            r, y = self.config.search_radius_m, math.radians(self.config.yaw_range_deg)
+            fwd, left, dyaw = rng.uniform(-r, r), rng.uniform(-r, r), rng.uniform(-y, y)
+            c, s = math.cos(truth.yaw), math.sin(truth.yaw)
+            lat, lon, _ = frame.to_geodetic(np.array([fwd * c - left * s, fwd * s + left * c, 0.0]))
+            prior_lat, prior_lon, prior_yaw = float(lat), float(lon), float(wrap_angle(truth.yaw + dyaw))
+        # truth relative to the prior, in the prior's heading frame (what the model predicts)
+        east, north, _ = EnuFrame(prior_lat, prior_lon).to_enu(truth.lat, truth.lon)
+        c, s = math.cos(prior_yaw), math.sin(prior_yaw)
+        image = drive.image(ref.frame)
+        satellite = self._satellite(drive, ref.frame, prior_lat, prior_lon, prior_yaw)
+        return {
+            "image": torch.from_numpy(image).permute(2, 0, 1).float() / 255.0,
+            "K": torch.tensor(camera.matrix(), dtype=torch.float32),
+            "camera_height": torch.tensor(self.camera_height_m, dtype=torch.float32),
+            "pitch": torch.tensor(oxts.pitch, dtype=torch.float32),
+            "roll": torch.tensor(oxts.roll, dtype=torch.float32),
+            "satellite": torch.from_numpy(satellite).permute(2, 0, 1).float() / 255.0,
+            "prior_yaw": torch.tensor(prior_yaw, dtype=torch.float64),
+            "prior_latlon": torch.tensor([prior_lat, prior_lon], dtype=torch.float64),
+            "true_latlon": torch.tensor([truth.lat, truth.lon], dtype=torch.float64),
+            "true_yaw": torch.tensor(truth.yaw, dtype=torch.float64),
+            "target": torch.tensor([float(east * c + north * s), float(-east * s + north * c),
+                                    float(wrap_angle(truth.yaw - prior_yaw))], dtype=torch.float32),
+            "index": torch.tensor(index),
+        }

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, evaluation loops, bag replay evaluation and plots. Offline only."""

@@ -1,0 +1,2 @@
+"""Relocalization without GNSS: satellite feature maps, the LPN place index, and the relocalizer
+that searches them along the dead-reckoned track before fine registration."""

@@ -1,0 +1,104 @@
+"""Conversions between ROS 2 messages and the package's plain types (ROS edge, no node logic).
+
+Quaternions are ROS order (x, y, z, w). The published pose covariance is the ROS 6x6 row-major
+(x, y, z, roll, pitch, yaw); z, roll and pitch are not estimated and carry a large variance so
+that a robot_localization EKF in two_d_mode (or not) ignores them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.spatial.transform import Rotation
+
+from g2s_localization.cameras.pinhole import PinholeCamera
+from g2s_localization.geo.geodesy import quaternion_xyzw_to_yaw, yaw_to_quaternion_xyzw
+from g2s_localization.runtime.pipeline import Attitude, GnssFix
+
+UNOBSERVED_VARIANCE = 1e6
+SUPPORTED_ENCODINGS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)),
+                       "bgra8": (4, (2, 1, 0))}
+
+
+def stamp_to_nanoseconds(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def stamp_to_seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def image_to_rgb(msg) -> NDArray[np.uint8]:
+    """``sensor_msgs/Image`` to an RGB array; honours ``step`` (padded rows). Raises ValueError."""
+    if msg.encoding not in SUPPORTED_ENCODINGS:
+        raise ValueError(f"unsupported image encoding {msg.encoding!r}; expected one of {sorted(SUPPORTED_ENCODINGS)}")
+    channels, order = SUPPORTED_ENCODINGS[msg.encoding]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0 or step < w * channels:
+        raise ValueError(f"inconsistent image geometry {w}x{h}, step {step} for {msg.encoding}")
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if data.size != h * step:
+        raise ValueError(f"image data has {data.size} bytes, expected height*step = {h * step}")
+    pixels = data.reshape(h, step)[:, : w * channels].reshape(h, w, channels)
+    return np.ascontiguousarray(pixels[..., list(order)])
+
+
+def rgb_to_image(msg_cls, header, rgb: NDArray[np.uint8]):
+    h, w = rgb.shape[:2]
+    return msg_cls(header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3,
+                   data=np.ascontiguousarray(rgb).tobytes())
+
+
+def camera_from_info(msg) -> PinholeCamera:
+    """Rectified intrinsics from CameraInfo (P if set, else K). Raises ValueError when unusable."""
+    p = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+    k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    source = p[:, :3] if p[0, 0] > 0 else k
+    return PinholeCamera(float(source[0, 0]), float(source[1, 1]), float(source[0, 2]), float(source[1, 2]),
+                         int(msg.width), int(msg.height))
+
+
+def fix_from_navsatfix(msg) -> GnssFix:
+    status_ok = int(msg.status.status) >= 0
+    return GnssFix(stamp_to_seconds(msg.header.stamp), float(msg.latitude), float(msg.longitude),
+                   status_ok and math.isfinite(msg.latitude) and math.isfinite(msg.longitude))
+
+
+def attitude_from_imu(msg) -> Attitude:
+    """ENU yaw of base_link and its pitch/roll from an IMU orientation (REP-145)."""
+    q = (msg.orientation.x, msg.orientation.y, msg.orientation.z, msg.orientation.w)
+    stamp = stamp_to_seconds(msg.header.stamp)
+    if not all(math.isfinite(v) for v in q) or np.linalg.norm(q) < 1e-6:
+        return Attitude(stamp, math.nan, math.nan, math.nan)
+    yaw = quaternion_xyzw_to_yaw(q)
+    _, pitch, roll = Rotation.from_quat(q).as_euler("ZYX")
+    return Attitude(stamp, yaw, float(pitch), float(roll))
+
+
+def pose_covariance_6x6(covariance_enu_yaw: NDArray[np.float64]) -> list[float]:
+    """3x3 (east, north, yaw) -> ROS 6x6 row-major (x, y, z, roll, pitch, yaw)."""
+    full = np.diag([0.0, 0.0, UNOBSERVED_VARIANCE, UNOBSERVED_VARIANCE, UNOBSERVED_VARIANCE, 0.0])
+    index = [0, 1, 5]
+    for a, i in enumerate(index):
+        for b, j in enumerate(index):
+            full[i, j] = covariance_enu_yaw[a, b]
+    return [float(v) for v in full.ravel()]
+
+
+def fill_pose(pose_msg, east: float, north: float, yaw: float) -> None:
+    """Set a ``geometry_msgs/Pose`` from planar ENU coordinates."""
+    pose_msg.position.x, pose_msg.position.y, pose_msg.position.z = float(east), float(north), 0.0
+    x, y, z, w = yaw_to_quaternion_xyzw(yaw)
+    pose_msg.orientation.x, pose_msg.orientation.y, pose_msg.orientation.z, pose_msg.orientation.w = x, y, z, w
+
+
+def compose_planar(a: tuple[float, float, float], b: tuple[float, float, float]) -> tuple[float, float, float]:
+    """``T_a * T_b`` for planar transforms (x, y, yaw)."""
+    c, s = math.cos(a[2]), math.sin(a[2])
+    return a[0] + c * b[0] - s * b[1], a[1] + s * b[0] + c * b[1], math.atan2(math.sin(a[2] + b[2]), math.cos(a[2] + b[2]))
+
+
+def invert_planar(t: tuple[float, float, float]) -> tuple[float, float, float]:
+    c, s = math.cos(t[2]), math.sin(t[2])
+    return -c * t[0] - s * t[1], s * t[0] - c * t[1], -t[2]

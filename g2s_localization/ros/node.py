@@ -1,0 +1,285 @@
+"""``g2s_node``: the ROS 2 edge. Subscribes camera + CameraInfo, NavSatFix and Imu (sensor-data
+QoS), pairs them in time, registers the image against the satellite tile cache off the executor
+thread (queue of one: stale frames are dropped and counted), and publishes:
+
+* ``~/pose``            geometry_msgs/PoseWithCovarianceStamped, frame ``map``, image stamp
+* ``/tf``               map->odom when an odom->base_link transform is seen, else map->base_link
+* ``~/status``          g2s_localization_msgs/RegistrationStatus (every processed frame)
+* ``/diagnostics``      diagnostic_msgs/DiagnosticArray
+* ``~/satellite_prior`` sensor_msgs/Image: heading-aligned patch around the prior (SA-Occ BEV prior)
+
+With ``relocalization_map`` set, frames without usable GNSS (or whose registration lands beyond
+``relocalization_gate_m`` of the fix) are relocalized over the whole cache along the track that
+odom->base_link describes (:mod:`g2s_localization.relocalization.relocalizer`; a place index's retrievals are verified against
+``relocalization_features``); they publish with state RELOCALIZED once unambiguous.
+
+Resources are created in :meth:`G2SNode.configure` (parameters and what they open:
+:mod:`.node_config`) and released in :meth:`G2SNode.shutdown`.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import sys
+import threading
+import time
+from dataclasses import replace
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from g2s_localization_msgs.msg import RegistrationStatus
+from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, Imu, NavSatFix
+from tf2_msgs.msg import TFMessage
+
+from g2s_localization.geo.geodesy import EnuFrame, quaternion_xyzw_to_yaw, yaw_to_quaternion_xyzw
+from g2s_localization.ros.messages import (
+    attitude_from_imu,
+    camera_from_info,
+    compose_planar,
+    fill_pose,
+    fix_from_navsatfix,
+    image_to_rgb,
+    invert_planar,
+    pose_covariance_6x6,
+    rgb_to_image,
+    stamp_to_nanoseconds,
+    stamp_to_seconds,
+)
+from g2s_localization.ros.node_config import PARAMETERS, ConfigurationError, open_localizer
+from g2s_localization.runtime.pipeline import Frame, Localizer, Outcome, State
+from g2s_localization.runtime.sync import NearestBuffer
+
+LEVELS = {State.OK: DiagnosticStatus.OK, State.RELOCALIZED: DiagnosticStatus.OK,
+          State.LOW_CONFIDENCE: DiagnosticStatus.WARN, State.NO_GNSS: DiagnosticStatus.WARN,
+          State.STALE_IMU: DiagnosticStatus.WARN, State.INITIALIZING: DiagnosticStatus.WARN,
+          State.OUTSIDE_COVERAGE: DiagnosticStatus.ERROR, State.BAD_INPUT: DiagnosticStatus.ERROR}
+
+
+class G2SNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("g2s_localization", **kwargs)
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        self.localizer: Localizer | None = None
+        self._queue: queue.Queue[Frame] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.counters = {"received": 0, "processed": 0, "dropped": 0, "published": 0, "relocalized": 0}
+        self.last_latency_s = math.nan
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    # ------------------------------------------------------------------ lifecycle
+    def configure(self) -> None:
+        """Validate parameters, open tiles and weights, create publishers/subscriptions, start the worker."""
+        self.localizer, self._datum_set = open_localizer(self.p, self.get_logger().warning)
+        registrar = self.localizer.registrar
+        self.fixes: NearestBuffer = NearestBuffer()
+        self.attitudes: NearestBuffer = NearestBuffer()
+        self.odom: NearestBuffer = NearestBuffer()
+        self.camera = None
+        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "~/pose", 10)
+        self.status_pub = self.create_publisher(RegistrationStatus, "~/status", 10)
+        self.sat_pub = self.create_publisher(Image, "~/satellite_prior", 2)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        try:  # a real ROS 2 install: the standard broadcaster; otherwise the same messages on /tf directly
+            from tf2_ros import TransformBroadcaster
+
+            self._broadcaster = TransformBroadcaster(self)
+        except ImportError:
+            self._broadcaster = None
+            self.tf_pub = self.create_publisher(TFMessage, "/tf", 100)
+        self.create_subscription(Image, self.p("image_topic"), self._on_image, qos_profile_sensor_data)
+        self.create_subscription(CameraInfo, self.p("camera_info_topic"), self._on_info, qos_profile_sensor_data)
+        self.create_subscription(NavSatFix, self.p("fix_topic"), self._on_fix, qos_profile_sensor_data)
+        self.create_subscription(Imu, self.p("imu_topic"), self._on_imu, qos_profile_sensor_data)
+        self.create_subscription(TFMessage, "/tf", self._on_tf, 100)
+        self._worker = threading.Thread(target=self._run, name="g2s-registration", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"configured: tiles {self.p('tiles_path')}, registrar {registrar.name} on "
+                               f"{registrar.device}")
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_info(self, msg: CameraInfo) -> None:
+        try:
+            self.camera = camera_from_info(msg)
+        except ValueError as exc:
+            self.get_logger().warn(f"ignoring camera info: {exc}", throttle_duration_sec=5.0)
+
+    def _on_fix(self, msg: NavSatFix) -> None:
+        fix = fix_from_navsatfix(msg)
+        self.fixes.add(fix.stamp_s, fix)
+
+    def _on_imu(self, msg: Imu) -> None:
+        attitude = attitude_from_imu(msg)
+        self.attitudes.add(attitude.stamp_s, attitude)
+
+    def _on_tf(self, msg: TFMessage) -> None:
+        for t in msg.transforms:
+            if t.header.frame_id == self.p("odom_frame") and t.child_frame_id == self.p("base_frame"):
+                q = t.transform.rotation
+                yaw = quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w))
+                self.odom.add(stamp_to_seconds(t.header.stamp), (t.transform.translation.x,
+                                                                 t.transform.translation.y, yaw))
+
+    def _on_image(self, msg: Image) -> None:
+        self.counters["received"] += 1
+        stamp = stamp_to_seconds(msg.header.stamp)
+        image, error = None, ""
+        try:
+            image = image_to_rgb(msg)
+        except ValueError as exc:
+            error = str(exc)
+        # pairing with GNSS / IMU happens in the worker, once those streams have caught up
+        frame = Frame(stamp, image, self.camera, None, None, error,
+                      stamp_to_nanoseconds(msg.header.stamp))
+        try:
+            self._queue.put_nowait(frame)
+        except queue.Full:  # the registrar is busy: keep only the newest frame
+            try:
+                self._queue.get_nowait()
+                self.counters["dropped"] += 1
+            except queue.Empty:
+                pass
+            self._queue.put_nowait(frame)
+
+    # ------------------------------------------------------------------ worker
+    def _pair(self, frame: Frame) -> Frame:
+        """Attach the GNSS fix and IMU attitude nearest to the image time.
+
+        Messages of different topics arrive in any order, so wait (at most ``sync_slop_s`` of wall
+        time) until each stream has reached the image stamp; slower streams then pair with their
+        latest message if it is recent enough.
+        """
+        slop = self.p("sync_slop_s")
+        deadline = time.monotonic() + slop
+        while time.monotonic() < deadline and any(
+                (b.newest_stamp() or -math.inf) < frame.stamp_s for b in (self.fixes, self.attitudes)):
+            time.sleep(0.002)
+        fix = self.fixes.nearest(frame.stamp_s, max(slop, self.p("max_gnss_age_s")))
+        att = self.attitudes.nearest(frame.stamp_s, max(slop, self.p("max_imu_age_s")))
+        odom = self.odom.nearest(frame.stamp_s, max(slop, 0.2))
+        return replace(frame, gnss=fix[1] if fix else None, attitude=att[1] if att else None,
+                       odometry=odom[1] if odom else None)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            frame = self._pair(frame)
+            start = time.perf_counter()
+            if not self._datum_set and frame.gnss is not None and frame.gnss.has_fix:
+                self.localizer.datum = EnuFrame(frame.gnss.lat_deg, frame.gnss.lon_deg)
+                self._datum_set = True
+                self.get_logger().info(f"map datum set to the first fix {frame.gnss.lat_deg:.7f}, "
+                                       f"{frame.gnss.lon_deg:.7f}")
+            try:
+                outcome = self.localizer.process(frame)
+            except Exception as exc:  # a bug must cost one frame, never the node
+                outcome = Outcome(State.BAD_INPUT, f"internal error: {type(exc).__name__}: {exc}", frame.stamp_s,
+                                  stamp_ns=frame.stamp_ns)
+                self.get_logger().error(outcome.message)
+            if outcome.state == State.INITIALIZING:
+                for buffer in (self.fixes, self.attitudes, self.odom):
+                    buffer.clear()
+            self.last_latency_s = time.perf_counter() - start
+            self.counters["processed"] += 1
+            self._publish(outcome)
+
+    def _header(self, msg, stamp_ns: int, frame_id: str) -> None:
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        msg.header.frame_id = frame_id
+
+    def _publish(self, outcome: Outcome) -> None:
+        map_frame = self.p("map_frame")
+        status = RegistrationStatus()
+        self._header(status, outcome.stamp_ns, map_frame)
+        status.state, status.message, status.confidence = int(outcome.state), outcome.message, float(outcome.confidence)
+        if outcome.has_pose:
+            pose = PoseWithCovarianceStamped()
+            self._header(pose, outcome.stamp_ns, map_frame)
+            fill_pose(pose.pose.pose, outcome.east_m, outcome.north_m, outcome.yaw_rad)
+            pose.pose.covariance = pose_covariance_6x6(outcome.covariance)
+            status.pose = pose.pose
+            self.pose_pub.publish(pose)
+            self.counters["published"] += 1
+            self.counters["relocalized"] += outcome.state == State.RELOCALIZED
+            if self.p("publish_tf"):
+                self._publish_tf(outcome)
+        self.status_pub.publish(status)
+        if outcome.satellite is not None:
+            sat = Image()
+            self._header(sat, outcome.stamp_ns, self.p("base_frame"))
+            self.sat_pub.publish(rgb_to_image(Image, sat.header, outcome.satellite))
+        self._publish_diagnostics(outcome)
+
+    def _publish_tf(self, outcome: Outcome) -> None:
+        mode = self.p("tf_mode")
+        odom = self.odom.nearest(outcome.stamp_s, 0.2)
+        t = TransformStamped()
+        self._header(t, outcome.stamp_ns, self.p("map_frame"))
+        T_map_base = (outcome.east_m, outcome.north_m, outcome.yaw_rad)
+        if mode == "map_odom" or (mode == "auto" and odom is not None):
+            if odom is None:
+                return  # asked for map->odom but nobody publishes odom->base_link yet
+            x, y, yaw = compose_planar(T_map_base, invert_planar(odom[1]))
+            t.child_frame_id = self.p("odom_frame")
+        else:
+            x, y, yaw = T_map_base
+            t.child_frame_id = self.p("base_frame")
+        t.transform.translation.x, t.transform.translation.y = float(x), float(y)
+        q = yaw_to_quaternion_xyzw(yaw)
+        t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = q
+        if self._broadcaster is not None:
+            self._broadcaster.sendTransform(t)
+        else:
+            self.tf_pub.publish(TFMessage(transforms=[t]))
+
+    def _publish_diagnostics(self, outcome: Outcome) -> None:
+        array = DiagnosticArray()
+        self._header(array, outcome.stamp_ns, "")
+        status = DiagnosticStatus(level=LEVELS[outcome.state], name="g2s_localization: registration",
+                                  hardware_id="camera", message=outcome.message or outcome.state.name)
+        values = {**{k: str(v) for k, v in self.counters.items()}, "state": outcome.state.name,
+                  "confidence": f"{outcome.confidence:.3f}", "latency_ms": f"{1000 * self.last_latency_s:.1f}"}
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array.status = [status]
+        self.diag_pub.publish(array)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = G2SNode()
+    try:
+        node.configure()
+    except ConfigurationError as exc:
+        node.get_logger().fatal(str(exc))
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Run ``g2s_node`` as its own process on a bag replayed over DDS, and record what it publishes.
+
+The evaluation side (:mod:`g2s_localization.evaluation.replay_eval`) scores the recording; it gets
+plain arrays and state names here, so only this edge touches rclpy and message classes.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from g2s_localization_msgs.msg import RegistrationStatus
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+from g2s_localization.geo.geodesy import quaternion_xyzw_to_yaw
+from g2s_localization.ros.messages import stamp_to_nanoseconds
+
+STATE_NAMES = {getattr(RegistrationStatus, a): a[len("STATE_"):] for a in dir(RegistrationStatus)
+               if a.startswith("STATE_")}
+
+
+@dataclass
+class NodeRecording:
+    """What the node published, keyed by image stamp (ns): poses ``(east, north, yaw)`` in ``map``
+    with their ``(3, 3)`` covariance (x, y, yaw rows of the 6x6), and how many statuses of each state."""
+
+    poses: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    states: dict[str, int] = field(default_factory=dict)
+
+
+class Recorder(Node):
+    def __init__(self, context: rclpy.Context, node_name: str = "g2s_localization") -> None:
+        super().__init__("g2s_evaluation_recorder", context=context)
+        self.recording = NodeRecording()
+        self._state_counts: dict[int, int] = {}
+        self.create_subscription(PoseWithCovarianceStamped, f"/{node_name}/pose", self._on_pose, 100)
+        self.create_subscription(RegistrationStatus, f"/{node_name}/status", self._on_status, 100)
+
+    def _on_pose(self, msg: PoseWithCovarianceStamped) -> None:
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        c6 = np.array(msg.pose.covariance).reshape(6, 6)
+        self.recording.poses[stamp_to_nanoseconds(msg.header.stamp)] = (
+            np.array([p.x, p.y, quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w))]), c6[np.ix_([0, 1, 5], [0, 1, 5])])
+
+    def _on_status(self, msg: RegistrationStatus) -> None:
+        self._state_counts[msg.state] = self._state_counts.get(msg.state, 0) + 1
+
+    def finish(self) -> NodeRecording:
+        """The recording, with the state counts named and in state order."""
+        self.recording.states = {STATE_NAMES.get(s, str(s)): c for s, c in sorted(self._state_counts.items())}
+        return self.recording
+
+
+def run_node_on_bag(bag: Path, tiles: Path, weights: str, rate: float, datum: tuple[float, float, float],
+                    input_topics: list[str], log_path: Path) -> NodeRecording:
+    """Node process + replay process (which starts once ``input_topics``, what the node subscribes
+    to, are matched); returns everything the node published."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    recorder = Recorder(context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(recorder)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    node_cmd = [sys.executable, "-m", "g2s_localization.ros.node", "--ros-args", "-p", f"tiles_path:={tiles}",
+                "-p", f"datum_lat_deg:={datum[0]}", "-p", f"datum_lon_deg:={datum[1]}", "-p", "use_sim_time:=true"]
+    if weights:  # an empty override does not parse; the node's default is the shipped weights
+        node_cmd += ["-p", f"weights:={weights}"]
+    with log_path.open("w") as log:
+        node = subprocess.Popen(node_cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while recorder.count_publishers("/g2s_localization/status") == 0:
+                if node.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"g2s_node did not start; see {log_path}")
+                time.sleep(0.1)
+            time.sleep(1.0)
+            subprocess.run([sys.executable, "-m", "g2s_localization.cli", "replay", str(bag), "--rate", str(rate),
+                            "--wait-timeout", "30", "--wait-for", *input_topics],
+                           check=True, stdout=log, stderr=subprocess.STDOUT)
+            time.sleep(2.0)  # the last frames are still being registered
+        finally:
+            if node.poll() is None:
+                node.send_signal(2)
+                try:
+                    node.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    node.kill()
+    executor.shutdown()
+    recorder.destroy_node()
+    rclpy.shutdown(context=context)
+    return recorder.finish()

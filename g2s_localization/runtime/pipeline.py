@@ -1,0 +1,203 @@
+"""What the node does with one synchronised frame, without ROS: checks, registration, decision.
+
+Every frame ends in exactly one :class:`Outcome`: a pose with an honest covariance, or a state
+saying why there is none (bad image, no/NaN/stale GNSS, stale IMU, clock jump, outside the
+tile cache, low confidence). Nothing here raises on bad input; the node turns outcomes into
+``RegistrationStatus`` and diagnostics.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+
+import numpy as np
+from numpy.typing import NDArray
+
+from g2s_localization.cameras.pinhole import PinholeCamera
+from g2s_localization.geo.geodesy import EnuFrame
+from g2s_localization.geo.tile_sources import TileError
+from g2s_localization.geo.tiles import TileCache
+from g2s_localization.registration.registrars import Registrar, RegistrationResult
+from g2s_localization.relocalization.relocalizer import Relocalizer
+
+
+class State(IntEnum):
+    """Mirrors the constants of ``g2s_localization_msgs/RegistrationStatus``."""
+
+    OK = 0
+    LOW_CONFIDENCE = 1
+    NO_GNSS = 2
+    OUTSIDE_COVERAGE = 3
+    BAD_INPUT = 4
+    STALE_IMU = 5
+    RELOCALIZED = 6
+    INITIALIZING = 7
+
+
+@dataclass(frozen=True)
+class GnssFix:
+    stamp_s: float
+    lat_deg: float
+    lon_deg: float
+    has_fix: bool
+
+
+@dataclass(frozen=True)
+class Attitude:
+    """From the IMU orientation (REP-145): ENU yaw, and pitch/roll of base_link."""
+
+    stamp_s: float
+    yaw_rad: float
+    pitch_rad: float
+    roll_rad: float
+
+
+@dataclass(frozen=True)
+class Frame:
+    stamp_s: float
+    image: NDArray[np.uint8] | None  # RGB (H, W, 3); None when the message could not be decoded
+    camera: PinholeCamera | None
+    gnss: GnssFix | None
+    attitude: Attitude | None
+    image_error: str = ""
+    stamp_ns: int = 0  # the exact header stamp, echoed on every output
+    odometry: tuple[float, float, float] | None = None  # T_odom_base as (x, y, yaw); dead reckoning when relocalizing
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: State
+    message: str
+    stamp_s: float
+    confidence: float = 0.0
+    east_m: float = math.nan  # base_link in map (ENU metres from the datum)
+    north_m: float = math.nan
+    yaw_rad: float = math.nan
+    covariance: NDArray[np.float64] | None = None  # (3, 3) east, north, yaw
+    satellite: NDArray[np.uint8] | None = None  # heading-aligned patch around the prior
+    stamp_ns: int = 0
+
+    @property
+    def has_pose(self) -> bool:
+        return self.state in (State.OK, State.RELOCALIZED)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    camera_height_m: float = 1.65
+    min_confidence: float = 0.05
+    max_gnss_age_s: float = 0.5
+    max_imu_age_s: float = 0.5
+    clock_jump_back_s: float = 0.5
+    covariance_inflation: float = 1.0  # scales the registrar's covariance (fit by calibration)
+    relocalization_gate_m: float = 15.0  # registration this far from GNSS means GNSS is not to be trusted
+    relocalization_max_std_m: float = 5.0  # a relocalization less sure than this is withheld
+
+
+@dataclass
+class Localizer:
+    """Stateful per-stream processor: remembers the last stamp to notice clock jumps."""
+
+    registrar: Registrar
+    tiles: TileCache
+    datum: EnuFrame
+    config: PipelineConfig = field(default_factory=PipelineConfig)
+    relocalizer: Relocalizer | None = None  # without it, frames with no usable GNSS publish nothing
+    last_stamp_s: float | None = None
+
+    def reset(self) -> None:
+        self.last_stamp_s = None
+        if self.relocalizer is not None:
+            self.relocalizer.reset()
+
+    def process(self, frame: Frame) -> Outcome:
+        outcome = self._process(frame)
+        return replace(outcome, stamp_ns=frame.stamp_ns or int(round(frame.stamp_s * 1e9)))
+
+    def _process(self, frame: Frame) -> Outcome:
+        cfg = self.config
+        stamp = frame.stamp_s
+        if self.last_stamp_s is not None and stamp < self.last_stamp_s - cfg.clock_jump_back_s:
+            jumped = self.last_stamp_s - stamp
+            self.reset()
+            self.last_stamp_s = stamp
+            return Outcome(State.INITIALIZING, f"clock jumped back by {jumped:.2f} s (bag loop?); state reset", stamp)
+        self.last_stamp_s = stamp if self.last_stamp_s is None else max(stamp, self.last_stamp_s)
+        if frame.image is None or frame.camera is None:
+            return Outcome(State.BAD_INPUT, frame.image_error or "no usable image / camera info", stamp)
+        if frame.image.ndim != 3 or frame.image.shape[:2] != (frame.camera.height, frame.camera.width):
+            return Outcome(State.BAD_INPUT, f"image {frame.image.shape} does not match camera "
+                                            f"{frame.camera.width}x{frame.camera.height}", stamp)
+        gnss, att = frame.gnss, frame.attitude
+        gnss_problem = _gnss_problem(gnss, stamp, cfg.max_gnss_age_s)
+        if gnss_problem and self.relocalizer is None:
+            return Outcome(State.NO_GNSS, gnss_problem, stamp)
+        if att is None or abs(stamp - att.stamp_s) > cfg.max_imu_age_s:
+            age = "missing" if att is None else f"{abs(stamp - att.stamp_s):.2f} s old"
+            return Outcome(State.STALE_IMU, f"IMU heading {age}; no yaw prior", stamp)
+        if not all(math.isfinite(v) for v in (att.yaw_rad, att.pitch_rad, att.roll_rad)):
+            return Outcome(State.STALE_IMU, "IMU orientation is not finite", stamp)
+        if gnss_problem:
+            return self._relocalize(frame, gnss_problem)
+        try:
+            result = self.registrar.localize(frame.image, frame.camera, self.tiles, gnss.lat_deg, gnss.lon_deg,
+                                             att.yaw_rad, cfg.camera_height_m, att.pitch_rad, att.roll_rad)
+        except TileError as exc:
+            return Outcome(State.OUTSIDE_COVERAGE, f"satellite tiles: {exc}", stamp)
+        except ValueError as exc:
+            return Outcome(State.BAD_INPUT, str(exc), stamp)
+        if self.relocalizer is not None:
+            offset = math.hypot(*EnuFrame(gnss.lat_deg, gnss.lon_deg).to_enu(result.lat_deg, result.lon_deg)[:2])
+            if offset > cfg.relocalization_gate_m:
+                return self._relocalize(frame, f"registration is {offset:.1f} m from the GNSS fix")
+            self.relocalizer.reset()  # GNSS and camera agree: a later relocalization starts afresh
+        return self._outcome(result, stamp, State.OK, "")
+
+    def _outcome(self, result: RegistrationResult, stamp: float, state: State, message: str) -> Outcome:
+        """Pose outcome in the map frame, or LOW_CONFIDENCE (withheld) when not finite or not sure enough."""
+        cfg = self.config
+        east, north, _ = self.datum.to_enu(result.lat_deg, result.lon_deg)
+        covariance = result.covariance * cfg.covariance_inflation
+        if not (np.all(np.isfinite(covariance)) and math.isfinite(result.yaw_rad)):
+            return Outcome(State.LOW_CONFIDENCE, "registration produced a non-finite result", stamp)
+        if result.confidence < cfg.min_confidence:
+            state, message = State.LOW_CONFIDENCE, "; ".join(filter(None, [message, (
+                f"confidence {result.confidence:.2f} below {cfg.min_confidence:.2f}; pose withheld")]))
+        return Outcome(state, message, stamp, result.confidence, float(east), float(north), result.yaw_rad,
+                       covariance, result.satellite)
+
+    def _relocalize(self, frame: Frame, reason: str) -> Outcome:
+        """Map-wide search along the dead-reckoned track; published only once it is unambiguous."""
+        cfg, att, stamp = self.config, frame.attitude, frame.stamp_s
+        position = None
+        if frame.odometry is not None:  # odom is ENU-aligned up to a yaw offset: the IMU heading fixes it
+            x, y, odom_yaw = frame.odometry
+            turn = att.yaw_rad - odom_yaw
+            position = (x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn))
+        try:
+            found = self.relocalizer.update(frame.image, frame.camera, att.yaw_rad, position, cfg.camera_height_m,
+                                            att.pitch_rad, att.roll_rad)
+        except TileError as exc:
+            return Outcome(State.OUTSIDE_COVERAGE, f"{reason}; relocalization: {exc}", stamp)
+        except ValueError as exc:
+            return Outcome(State.LOW_CONFIDENCE, f"{reason}; relocalization failed: {exc}", stamp)
+        result = found.result
+        std = math.sqrt(max(float(np.linalg.eigvalsh(result.covariance[:2, :2] * cfg.covariance_inflation).max()), 0.0))
+        retrieval = f"{found.retrieved} places retrieved and verified, " if found.retrieved else ""
+        message = (f"{reason}; relocalized without GNSS from {found.frames} frame(s), {retrieval}"
+                   f"{len(found.candidates)} candidate places, position std {std:.1f} m")
+        if std > cfg.relocalization_max_std_m:
+            return Outcome(State.LOW_CONFIDENCE, f"{message}; ambiguous, pose withheld", stamp, result.confidence)
+        return self._outcome(result, stamp, State.RELOCALIZED, message)
+
+
+def _gnss_problem(gnss: GnssFix | None, stamp: float, max_age_s: float) -> str:
+    """Why this fix cannot serve as the prior ('' when it can)."""
+    if gnss is None:
+        return "no GNSS fix received"
+    if not gnss.has_fix or not (math.isfinite(gnss.lat_deg) and math.isfinite(gnss.lon_deg)):
+        return "GNSS reports no fix or a non-finite position"
+    if abs(stamp - gnss.stamp_s) > max_age_s:
+        return f"GNSS fix is {abs(stamp - gnss.stamp_s):.2f} s from the image"
+    return ""

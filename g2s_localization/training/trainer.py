@@ -1,0 +1,182 @@
+"""Training loop: weakly supervised (default) or fully supervised, single process or torchrun/DDP.
+
+``g2s train --config cfg.yaml`` (or ``torchrun --nproc_per_node N -m g2s_localization train``)
+runs on CUDA when present, else CPU (gloo). Rank 0 shows progress, writes TensorBoard logs and
+checkpoints (safetensors + resolved config) and resumes from ``<out_dir>/last.safetensors``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from g2s_localization.cameras.bev import bev_sampling_grid
+from g2s_localization.cameras.pinhole import rotation_ground_from_camera
+from g2s_localization.config import to_dict
+from g2s_localization.data.registration_dataset import KittiRegistrationDataset
+from g2s_localization.registration.checkpoints import (
+    load_model_weights,
+    load_optimizer_state,
+    read_checkpoint,
+    save_checkpoint,
+)
+from g2s_localization.registration.model import G2SRegistrationNet, ModelConfig
+from g2s_localization.training.losses import (
+    contrastive_translation_loss,
+    gps_prior_loss,
+    prior_positions_m,
+    rotation_pseudo_pair_loss,
+    supervised_volume_loss,
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset_root: str = "data/g2s_synth"
+    split: str = "train"
+    supervision: str = "weak"  # "weak": noisy GNSS/compass only; "full": ground-truth poses
+    epochs: int = 3
+    max_steps: int = 0  # 0 = no limit
+    batch_size: int = 6
+    learning_rate: float = 2e-3
+    rotation_loss_weight: float = 1.0
+    contrastive_loss_weight: float = 1.0
+    gps_loss_weight: float = 0.1
+    gps_radius_m: float = 15.0
+    negative_min_distance_m: float = 30.0
+    num_workers: int = 1
+    seed: int = 0
+    out_dir: str = "runs/g2s"
+    checkpoint_every: int = 100
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        if self.supervision not in ("weak", "full"):
+            raise ValueError(f"supervision must be 'weak' or 'full', got {self.supervision!r}")
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    """Join the torchrun process group when launched by it; else a single process."""
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
+        else torch.device("cpu")
+    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return dist.get_rank(), dist.get_world_size(), device
+    return 0, 1, device
+
+
+def fov_mask(net: G2SRegistrationNet, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The camera's ground footprint on the BEV grid, used to shape pseudo-pair queries."""
+    cfg = net.config
+    image = batch["image"]
+    h, w = image.shape[-2:]
+    R = rotation_ground_from_camera(batch["pitch"].to(device), batch["roll"].to(device))
+    _, valid = bev_sampling_grid(batch["K"].to(device), R, batch["camera_height"].to(device), (w, h), cfg.bev_size,
+                                 cfg.bev_metres_per_px)
+    return valid
+
+
+class LossModule(torch.nn.Module):
+    """All of a training step's forward passes in one ``forward`` (what DDP needs to sync)."""
+
+    def __init__(self, net: G2SRegistrationNet, config: TrainConfig) -> None:
+        super().__init__()
+        self.net, self.config = net, config
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        net, config = self.net, self.config
+        device = net.log_temperature.device
+        image, satellite = batch["image"].to(device), batch["satellite"].to(device)
+        K, height = batch["K"].to(device), batch["camera_height"].to(device)
+        pitch, roll = batch["pitch"].to(device), batch["roll"].to(device)
+        bev, mask = net.ground_bev(image, K, height, pitch, roll)
+        sat_features = net.satellite_features(satellite)
+        volume = net.score_volume(bev, mask, sat_features)
+        losses: dict[str, torch.Tensor] = {}
+        if config.supervision == "full":
+            losses["supervised"] = supervised_volume_loss(volume, net.temperature, batch["target"].to(device))
+        else:
+            if config.contrastive_loss_weight > 0 and len(image) > 1:
+                losses["contrastive"] = config.contrastive_loss_weight * contrastive_translation_loss(
+                    bev, mask, sat_features, net, prior_positions_m(batch["prior_latlon"]).to(device),
+                    config.negative_min_distance_m)
+            if config.rotation_loss_weight > 0:
+                losses["rotation"] = config.rotation_loss_weight * rotation_pseudo_pair_loss(
+                    net, satellite, sat_features, fov_mask(net, batch, device), generator)
+            if config.gps_loss_weight > 0:
+                losses["gps"] = config.gps_loss_weight * gps_prior_loss(volume, net.temperature, config.gps_radius_m)
+        losses["total"] = sum(losses.values())  # type: ignore[assignment]
+        return losses
+
+
+def train(config: TrainConfig, progress: bool = True) -> Path:
+    """Train, checkpointing to ``<out_dir>``; returns the final checkpoint path."""
+    rank, world, device = _distributed()
+    torch.manual_seed(config.seed + rank)
+    out = Path(config.out_dir)
+    prior = "gnss" if config.supervision == "weak" else "perturbed"
+    dataset = KittiRegistrationDataset(config.dataset_root, config.split, config.model, prior=prior, seed=config.seed)
+    sampler = DistributedSampler(dataset, world, rank, seed=config.seed) if world > 1 else \
+        RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed))
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+                        drop_last=True, persistent_workers=config.num_workers > 0)
+    net = G2SRegistrationNet(config.model).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    step, start_epoch = 0, 0
+    last = out / "last.safetensors"
+    if last.is_file():
+        tensors, meta = read_checkpoint(last)
+        load_model_weights(net, tensors, str(last))
+        load_optimizer_state(optimizer, tensors, meta)
+        step, start_epoch = int(meta["step"]), int(meta["epoch"])
+    module = LossModule(net, config)
+    if world > 1:
+        module = DistributedDataParallel(module, find_unused_parameters=True)
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tensorboard"))
+    generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
+    resolved = to_dict(config)
+    for epoch in range(start_epoch, config.epochs):
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0)
+        for batch in bar:
+            losses = module(batch, generator)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            optimizer.step()
+            step += 1
+            if writer is not None:
+                for name, value in losses.items():
+                    writer.add_scalar(f"loss/{name}", float(value.detach()), step)
+                writer.add_scalar("temperature", float(net.temperature.detach()), step)
+                bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in losses.items()})
+                if step % config.checkpoint_every == 0:
+                    save_checkpoint(last, net, resolved, step, epoch, optimizer)
+            if config.max_steps and step >= config.max_steps:
+                break
+        if rank == 0:
+            save_checkpoint(last, net, resolved, step, epoch + 1, optimizer)
+        if config.max_steps and step >= config.max_steps:
+            break
+    final = out / "model.safetensors"
+    if rank == 0:
+        save_checkpoint(final, net, resolved, step, config.epochs)
+        writer.close()  # type: ignore[union-attr]
+    if dist.is_initialized():
+        dist.barrier()
+    return final
+
