@@ -3,7 +3,7 @@
 Builds the default SYNTHETIC world and a short drive (KITTI raw layout), writes the rosbag2,
 checks the geometry chain (camera image -> bird's-eye projection against the heading-aligned
 satellite patch at the true pose), then replays the bag over DDS through ``g2s_node`` running as
-its own process and scores what it publishes (:mod:`.replay_eval`), reference EKF included.
+its own process and scores what it publishes (:mod:`.evaluation.replay_eval`), reference EKF included.
 Outputs are reused when already present.
 """
 from __future__ import annotations

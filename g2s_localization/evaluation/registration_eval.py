@@ -32,7 +32,8 @@ class EvaluationRun:
 
 def evaluate(registrar: Registrar, dataset, limit: int | None = None, batch_size: int = 4,
              progress: bool = True) -> EvaluationRun:
-    """Score ``registrar`` on ``dataset`` (a :class:`~.datasets.KittiRegistrationDataset`)."""
+    """Score ``registrar`` on ``dataset`` (a
+    :class:`~g2s_localization.data.registration_dataset.KittiRegistrationDataset`)."""
     if limit is not None:
         dataset = Subset(dataset, list(range(min(limit, len(dataset)))))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)

@@ -1,7 +1,8 @@
 """Registrars: one interface for the learned model and the training-free baseline.
 
-Both take the same batch (the dict :class:`~.datasets.KittiRegistrationDataset` yields, or one
-built by :meth:`Registrar.localize` from a live image and the tile cache) and return a
+Both take the same batch (the dict that
+:class:`~g2s_localization.data.registration_dataset.KittiRegistrationDataset` yields, or one built by
+:meth:`Registrar.localize` from a live image and the tile cache) and return a
 :class:`~.correlation.PoseEstimate` in the prior's heading frame; :func:`to_map_frame` turns it
 into an absolute ENU pose with covariance. One code path on CUDA and CPU.
 """
@@ -199,7 +200,7 @@ class LearnedRegistrar(Registrar):
 class BaselineRegistrar(Registrar):
     """Training-free: bird's-eye projection of the image, edge features, correlation over x, y, yaw.
 
-    The default temperature (0.0082) was fitted with :func:`~.evaluation.calibrate_temperature` on
+    The default temperature (0.0082) was fitted with :func:`~g2s_localization.evaluation.registration_eval.calibrate_temperature` on
     160 frames of the synthetic unseen-town validation split (val2); it makes the 95 % ellipsoids
     hold about 95 % of truths there.
     """

@@ -1,12 +1,8 @@
-"""Satellite feature maps of the whole cache, map-wide correlation, and the trajectory sum.
+"""Satellite feature maps of the whole cache: built, saved, loaded, and addressed cell <-> ENU.
 
 The registrar's satellite features over the cache (:func:`build_feature_map`) are what the LPN
-place index (:mod:`.place_index`) is built from, and what verifies the index's retrievals;
-correlating a frame's BEV with them (FFT) scores every place at the registration's own
-discrimination, which the index alone does not reach. Either way a 64 m camera wedge of a street
-looks like other streets; adding the score maps of the last few frames, shifted by the vehicle's
-own motion (dead reckoning from odometry + IMU heading), makes the place unique
-(:class:`SequenceSearch`).
+place index (:mod:`.place_index`) is built from, what verifies the index's retrievals, and what
+:mod:`.map_search` correlates a frame's BEV with, at the registration's own discrimination.
 
 Conventions: every grid is square with its centre cell ``((H-1)/2, (W-1)/2)`` at ``origin``;
 grid ``d`` is heading-up at ``headings[d]`` (north-up: row 0 north, column 0 west). Score maps

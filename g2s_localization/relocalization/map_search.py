@@ -25,7 +25,7 @@ from g2s_localization.relocalization.feature_map import MapSearchConfig, Satelli
 class FrameTemplate:
     """One frame's BEV as correlation kernels for grid ``heading_index`` of a feature map:
     ``(Y, C, s, s)``, one per yaw offset, each divided by its RMS norm
-    (:func:`~.correlation.template_norm`), so that a plain correlation with the map gives the
+    (:func:`~g2s_localization.registration.correlation.template_norm`), so that a plain correlation with the map gives the
     registration's score. Cell ``((s-1)/2, (s-1)/2)`` is the vehicle."""
 
     kernels: Tensor

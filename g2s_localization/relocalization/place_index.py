@@ -9,7 +9,7 @@ the IMU gives the heading, and halves keep the left and right sides of a street 
 
 Both views are the same window of ``S x S`` feature cells, heading up with the vehicle at the
 centre cell ``((S-1)/2, (S-1)/2)``: the camera's BEV features pooled to the map's cell, and a
-window of a :class:`~.map_search.SatelliteFeatureMap` grid. Parts only cover the camera's
+window of a :class:`~.feature_map.SatelliteFeatureMap` grid. Parts only cover the camera's
 footprint (a fixed wedge), so both views pool the same ground.
 
 :class:`PlaceIndex` stores descriptors densely on a north-up lattice over the cache, one
@@ -51,7 +51,7 @@ class PlaceIndex:
     """Descriptors ``(D, H, W, E)`` on a north-up lattice of ``cell_m`` centred on ``origin``, layer
     ``d`` made from the map grid heading-up at ENU yaw ``headings[d]``; ``valid`` ``(D, H, W)``.
 
-    Lattice conventions are those of :class:`~.map_search.SatelliteFeatureMap` (row 0 north,
+    Lattice conventions are those of :class:`~.feature_map.SatelliteFeatureMap` (row 0 north,
     column 0 west, centre cell at ``origin``), so :class:`~.map_search.SequenceSearch` sums its
     score maps the same way.
     """

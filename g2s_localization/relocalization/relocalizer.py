@@ -1,7 +1,7 @@
 """Relocalization without (or against) GNSS: place retrieval over the cache, then fine registration.
 
 Each frame is scored against every place of the cache: by correlating its BEV features with a
-:class:`~.map_search.SatelliteFeatureMap`, or by its LPN descriptor against a
+:class:`~.feature_map.SatelliteFeatureMap`, or by its LPN descriptor against a
 :class:`~.place_index.PlaceIndex`. The score maps of the recent trajectory are summed along
 dead-reckoned motion. An index's ranking alone is too coarse for a 1 km town, so its best hundred
 places are verified against the feature map it was built from (:func:`verify_places`: the same

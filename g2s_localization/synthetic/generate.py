@@ -2,7 +2,7 @@
 
 ``make_world`` writes ``<world_dir>/{world.yaml, tiles/, area.mbtiles, satellite_overview.png}``;
 ``make_drive`` renders a drive of that world into ``<dataset_root>/raw_data`` and crops each
-frame's ``satmap`` through the very :class:`~.tiles.TileCache` the node uses online.
+frame's ``satmap`` through the very :class:`~g2s_localization.geo.tiles.TileCache` the node uses online.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The satellite "capture" differs from the drive on purpose: its own set of parked cars, sun
 shadows, trees seen from above (hiding the road) and its own colour response. Export goes
 through Web-Mercator XYZ tiles and MBTiles exactly like a downloaded tile cache, so the
-online code path (:class:`~.tiles.TileCache`) is the one measured.
+online code path (:class:`~g2s_localization.geo.tiles.TileCache`) is the one measured.
 """
 from __future__ import annotations
 
