@@ -128,7 +128,10 @@ class Registrar:
 
     @torch.no_grad()
     def estimate(self, batch: dict[str, Tensor]) -> PoseEstimate:
-        result = self.search(batch)
+        return self.estimate_from(self.search(batch))
+
+    def estimate_from(self, result: SearchResult) -> PoseEstimate:
+        """The pose, covariance and confidence a search result stands for (this registrar's temperature)."""
         return pose_from_scores(result.volume, self.temperature, result.peak, result.resolution)
 
     def localize(self, image: NDArray[np.uint8], camera: PinholeCamera, tiles: TileCache, prior_lat: float,

@@ -19,6 +19,7 @@ from g2s_localization.geo.geodesy import EnuFrame
 from g2s_localization.geo.tile_sources import TileError
 from g2s_localization.geo.tiles import TileCache
 from g2s_localization.registration.registrars import Registrar, RegistrationResult
+from g2s_localization.registration.reliability import NON_FINITE, withheld_reason
 from g2s_localization.relocalization.relocalizer import Relocalizer
 
 
@@ -159,11 +160,11 @@ class Localizer:
         cfg = self.config
         east, north, _ = self.datum.to_enu(result.lat_deg, result.lon_deg)
         covariance = result.covariance * cfg.covariance_inflation
-        if not (np.all(np.isfinite(covariance)) and math.isfinite(result.yaw_rad)):
-            return Outcome(State.LOW_CONFIDENCE, "registration produced a non-finite result", stamp)
-        if result.confidence < cfg.min_confidence:
-            state, message = State.LOW_CONFIDENCE, "; ".join(filter(None, [message, (
-                f"confidence {result.confidence:.2f} below {cfg.min_confidence:.2f}; pose withheld")]))
+        withheld = withheld_reason(result.yaw_rad, covariance, result.confidence, cfg.min_confidence)
+        if withheld == NON_FINITE:
+            return Outcome(State.LOW_CONFIDENCE, withheld, stamp)
+        if withheld:
+            state, message = State.LOW_CONFIDENCE, "; ".join(filter(None, [message, f"{withheld}; pose withheld"]))
         return Outcome(state, message, stamp, result.confidence, float(east), float(north), result.yaw_rad,
                        covariance, result.satellite)
 

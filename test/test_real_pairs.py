@@ -1,0 +1,173 @@
+"""Panorama camera model, the real-pairs reader, aerial crops and the real-pairs evaluation loop,
+on images the tests paint (the real pairs are never copied here)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from g2s_localization.cameras.equirectangular import EquirectangularCamera
+from g2s_localization.data.real_pairs import read_pairs
+from g2s_localization.evaluation.real_pairs import RealPairsConfig, RegistrarSummary, aerial_crop, register_pair
+from g2s_localization.registration.registrars import BaselineRegistrar
+from g2s_localization.registration.reliability import NON_FINITE, peak_significance, withheld_reason
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TestEquirectangularCamera:
+    def test_known_directions_of_a_cvusa_band(self) -> None:
+        model = EquirectangularCamera(1232, 224, 130.0, -180.0)
+        azimuth, elevation = model.pixel_to_direction([0, 308, 616, 924], [130, 130, 130 - 1232 / 36, 224])
+        np.testing.assert_allclose(np.degrees(azimuth), [-180, -90, 0, 90])  # south, west, north, east
+        np.testing.assert_allclose(np.degrees(elevation), [0, 0, 10, -(224 - 130) * 360 / 1232])
+
+    def test_direction_round_trip_wraps_columns(self) -> None:
+        model = EquirectangularCamera.full_sphere(64, 32, 0.0)
+        assert model.horizon_row == 15.5
+        u, v = model.direction_to_pixel(np.radians([-10.0, 370.0]), np.radians([0.0, 45.0]))
+        np.testing.assert_allclose(u, [64 - 64 * 10 / 360, 64 * 10 / 360])
+        np.testing.assert_allclose(model.pixel_to_direction(u, v)[1], np.radians([0.0, 45.0]))
+
+    def test_pinhole_view_looks_where_it_is_pointed(self) -> None:
+        model = EquirectangularCamera(720, 200, 100.0, -180.0)
+        panorama = np.zeros((200, 720, 3), np.uint8)
+        u_east, _ = model.direction_to_pixel(math.radians(90.0), 0.0)  # a post due east, on the horizon
+        panorama[90:111, int(u_east) - 2:int(u_east) + 3] = 255
+        view, camera = model.pinhole_view(panorama, 90.0, 60.0, (121, 61))
+        assert view[30, 60].min() == 255  # the principal point sees it
+        assert view[30, 10].max() == 0
+        assert camera.fx == pytest.approx(60.5 / math.tan(math.radians(30.0)))
+        behind, _ = model.pinhole_view(panorama, 270.0, 60.0, (121, 61))
+        assert behind.max() == 0
+
+    def test_view_across_the_seam_and_outside_the_band(self) -> None:
+        model = EquirectangularCamera(360, 40, 20.0, 0.0)
+        panorama = np.full((40, 360, 3), 100, np.uint8)
+        view, _ = model.pinhole_view(panorama, 0.0, 90.0, (64, 64))  # column 0 is the seam
+        assert view[32, 32].min() == 100  # continuous across u = 0
+        assert view[0, 32].max() == 0  # 45 deg up lies above a +-20 deg band: black
+
+    def test_rejects_bad_models_and_images(self) -> None:
+        with pytest.raises(ValueError):
+            EquirectangularCamera(100, 60, 10.0)  # more than 180 deg of rows
+        model = EquirectangularCamera(100, 20, 10.0)
+        with pytest.raises(ValueError):
+            model.pinhole_view(np.zeros((10, 100, 3), np.uint8), 0.0, 90.0, (32, 32))
+        with pytest.raises(ValueError):
+            model.pinhole_view(np.zeros((20, 100, 3), np.uint8), 0.0, 180.0, (32, 32))
+
+
+class TestAerialCrop:
+    def test_north_up_is_a_plain_crop(self) -> None:
+        aerial = np.random.default_rng(0).integers(0, 255, (50, 60, 3), dtype=np.uint8)
+        crop = aerial_crop(aerial, (30.0, 20.0), 0.5, math.pi / 2, 11, 0.5)
+        np.testing.assert_array_equal(crop, aerial[15:26, 25:36])
+
+    def test_heading_east_turns_east_up(self) -> None:
+        aerial = np.zeros((41, 41, 3), np.uint8)
+        aerial[20, 30] = 255  # 10 px east of the centre
+        crop = aerial_crop(aerial, (20.0, 20.0), 1.0, 0.0, 41, 1.0)  # ENU yaw 0: east is up
+        assert np.unravel_index(crop[..., 0].argmax(), crop.shape[:2]) == (10, 20)
+
+
+def write_pairs(folder: Path, extra: str = "") -> Path:
+    """A painted pair: flat ground of random patches (no repeating pattern, so every pose is
+    distinct) seen by a level panorama 2 m up, and the same ground north-up at 0.2 m/px."""
+    rng = np.random.default_rng(3)
+    aerial = np.full((600, 600, 3), 70, np.uint8)
+    for _ in range(400):
+        x, y = rng.integers(0, 600, 2)
+        w, h = rng.integers(4, 40, 2)
+        aerial[y:y + h, x:x + w] = rng.integers(0, 255)
+    cv2.imwrite(str(folder / "aerial0.png"), aerial)
+    model = EquirectangularCamera(720, 180, 120.0, -180.0)
+    u, v = np.meshgrid(np.arange(720), np.arange(180))
+    azimuth, elevation = model.pixel_to_direction(u, v)
+    below = elevation < -0.01
+    dist = np.where(below, 2.0 / np.tan(-np.where(below, elevation, -1.0)), 0.0)
+    east, north = dist * np.sin(azimuth), dist * np.cos(azimuth)
+    px, py = 300 + east / 0.2, 300 - north / 0.2
+    ground = cv2.remap(aerial, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR)
+    ground[~below] = (200, 160, 120)
+    cv2.imwrite(str(folder / "ground0.png"), ground)
+    (folder / "pairs.yaml").write_text(
+        "defaults:\n  ground_model: equirectangular_band\n  camera_height_m_range: [2.0, 2.0]\n"
+        "  aerial_metres_per_px_range: [0.2, 0.2]\n  band_horizon_row: 120.0\n" + extra +
+        "pairs:\n  - {id: painted, ground: ground0.png, aerial: aerial0.png, camera_px: [300.0, 300.0]}\n")
+    return folder / "pairs.yaml"
+
+
+class TestReadPairs:
+    def test_reads_defaults_and_overrides(self, tmp_path: Path) -> None:
+        (pair,) = read_pairs(write_pairs(tmp_path, "  azimuth_at_column0_deg: -180.0\n"))
+        assert pair.id == "painted" and pair.camera_px == (300.0, 300.0)
+        assert pair.aerial_metres_per_px_range == (0.2, 0.2)
+        _, model = pair.load_ground()
+        assert (model.width, model.height, model.horizon_row) == (720, 180, 120.0)
+
+    def test_unknown_keys_warn_missing_keys_raise(self, tmp_path: Path) -> None:
+        with pytest.warns(UserWarning, match="future_key"):
+            read_pairs(write_pairs(tmp_path, "  future_key: 1\n"))
+        (tmp_path / "bad.yaml").write_text("pairs:\n  - {id: x, ground: g.png}\n")
+        with pytest.raises(ValueError, match="aerial"):
+            read_pairs(tmp_path / "bad.yaml")
+        (tmp_path / "model.yaml").write_text("pairs:\n  - {id: x, ground: g, aerial: a, camera_px: [1, 2], "
+                                             "ground_model: fisheye}\n")
+        with pytest.raises(ValueError, match="ground_model"):
+            read_pairs(tmp_path / "model.yaml")
+
+
+class TestWithheldReason:
+    def test_gate(self) -> None:
+        assert withheld_reason(0.1, np.eye(3), 0.5, 0.05) == ""
+        assert "below" in withheld_reason(0.1, np.eye(3), 0.01, 0.05)
+        assert withheld_reason(math.nan, np.eye(3), 0.5, 0.05) == NON_FINITE
+        assert withheld_reason(0.0, np.full((3, 3), np.inf), 0.5, 0.05) == NON_FINITE
+
+    def test_peak_significance_known_values(self) -> None:
+        import torch
+
+        scores = torch.zeros(1, 1, 5, 5)
+        scores.view(-1)[:12] = -1.0
+        scores.view(-1)[13:24] = 1.0
+        scores.view(-1)[24] = 9.0  # median 0, MAD 1: z = 9 / 1.4826
+        assert float(peak_significance(scores)[0]) == pytest.approx(9.0 / 1.4826)
+
+
+def test_painted_pair_is_registered_and_scored(tmp_path: Path) -> None:
+    """The whole loop on a pair whose panorama is the aerial seen through the panorama model."""
+    (pair,) = read_pairs(write_pairs(tmp_path))
+    config = RealPairsConfig(headings_deg=(0.0, 90.0), priors=2, prior_offset_m=4.0, scales=1)
+    summary = RegistrarSummary("baseline", register_pair(BaselineRegistrar(device="cpu"), pair, config))
+    figures = summary.figures()
+    assert figures["frames"] == 4
+    assert figures["position_m_median"] < 1.0, [r.error_m for r in summary.records]
+    assert 0.0 <= figures["confidently_wrong_rate"] <= figures["availability"] <= 1.0
+
+
+def test_benchmark_without_pairs_says_so(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "real_pairs.py"), "--pairs",
+                             str(tmp_path / "none.yaml")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "no real pairs" in result.stdout
+
+
+def test_benchmark_writes_json(tmp_path: Path) -> None:
+    pairs = write_pairs(tmp_path)
+    out = tmp_path / "figures.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "real_pairs.py"), "--pairs", str(pairs),
+                             "--priors", "1", "--json", str(out), "--out", str(tmp_path / "overlays")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert set(figures) == {"g2s-net", "edge-ncc baseline"}
+    for values in figures.values():
+        assert {"confidently_wrong_rate", "availability", "position_m_median", "yaw_deg_median", "frames"} <= set(values)
+        assert values["frames"] == 4  # 4 headings x 1 prior x 1 scale (the range is a single value)
+    assert len(list((tmp_path / "overlays").glob("overlay_painted_*.png"))) == 2
