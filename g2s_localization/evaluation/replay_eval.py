@@ -42,21 +42,18 @@ def read_truth(bag: str | Path, datum: EnuFrame) -> BagTruth:
     ts = typestore()
     with Reader(bag) as reader:  # only these topics: the images are most of the bag
         for conn, stamp, raw in reader.messages(connections=[c for c in reader.connections if c.topic in wanted]):
+            m = ts.deserialize_cdr(raw, conn.msgtype)
             if conn.topic == TOPICS["gt_pose"]:
-                m = ts.deserialize_cdr(raw, conn.msgtype)
                 q = m.pose.orientation
                 gt.append((stamp, m.pose.position.x, m.pose.position.y, quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w))))
             elif conn.topic == TOPICS["fix"]:
-                m = ts.deserialize_cdr(raw, conn.msgtype)
                 ok = m.status.status >= 0 and math.isfinite(m.latitude)
                 e, n, _ = datum.to_enu(m.latitude, m.longitude) if ok else (math.nan, math.nan, 0.0)
                 fixes.append((stamp, e, n, math.sqrt(m.position_covariance[0]) if ok else math.nan))
             elif conn.topic == TOPICS["imu"]:
-                m = ts.deserialize_cdr(raw, conn.msgtype)
                 q = m.orientation
                 imus.append((stamp, quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w))))
             elif conn.topic == TOPICS["odom"]:
-                m = ts.deserialize_cdr(raw, conn.msgtype)
                 odoms.append((stamp, m.twist.twist.linear.x, m.twist.twist.angular.z))
     for name, found in (("ground truth pose", gt), ("GNSS", fixes), ("IMU", imus), ("odometry", odoms)):
         if not found:

@@ -10,8 +10,9 @@ thread (queue of one: stale frames are dropped and counted), and publishes:
 
 With ``relocalization_map`` set, frames without usable GNSS (or whose registration lands beyond
 ``relocalization_gate_m`` of the fix) are relocalized over the whole cache along the track that
-odom->base_link describes (:mod:`g2s_localization.relocalization.relocalizer`; a place index's retrievals are verified against
-``relocalization_features``); they publish with state RELOCALIZED once unambiguous.
+odom->base_link describes (:mod:`g2s_localization.relocalization.relocalizer`; a place index's
+retrievals are verified against ``relocalization_features``); they publish with state RELOCALIZED
+once unambiguous.
 
 Resources are created in :meth:`G2SNode.configure` (parameters and what they open:
 :mod:`.node_config`) and released in :meth:`G2SNode.shutdown`.
