@@ -16,7 +16,7 @@ from g2s_localization.cameras.equirectangular import EquirectangularCamera
 from g2s_localization.data.real_pairs import read_pairs
 from g2s_localization.evaluation.real_pairs import RealPairsConfig, RegistrarSummary, aerial_crop, register_pair
 from g2s_localization.registration.registrars import BaselineRegistrar
-from g2s_localization.registration.reliability import NON_FINITE, peak_significance, withheld_reason
+from g2s_localization.registration.reliability import NON_FINITE, search_radius_m, withheld_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,15 +131,6 @@ class TestWithheldReason:
         assert withheld_reason(math.nan, np.eye(3), 0.5, 0.05) == NON_FINITE
         assert withheld_reason(0.0, np.full((3, 3), np.inf), 0.5, 0.05) == NON_FINITE
 
-    def test_peak_significance_known_values(self) -> None:
-        import torch
-
-        scores = torch.zeros(1, 1, 5, 5)
-        scores.view(-1)[:12] = -1.0
-        scores.view(-1)[13:24] = 1.0
-        scores.view(-1)[24] = 9.0  # median 0, MAD 1: z = 9 / 1.4826
-        assert float(peak_significance(scores)[0]) == pytest.approx(9.0 / 1.4826)
-
 
 def test_painted_pair_is_registered_and_scored(tmp_path: Path) -> None:
     """The whole loop on a pair whose panorama is the aerial seen through the panorama model."""
@@ -171,3 +162,37 @@ def test_benchmark_writes_json(tmp_path: Path) -> None:
         assert {"confidently_wrong_rate", "availability", "position_m_median", "yaw_deg_median", "frames"} <= set(values)
         assert values["frames"] == 4  # 4 headings x 1 prior x 1 scale (the range is a single value)
     assert len(list((tmp_path / "overlays").glob("overlay_painted_*.png"))) == 2
+
+
+class TestPublishGate:
+    """The gate the node and the benchmarks share (``withheld_reason``) and the GNSS window."""
+
+    def test_wide_covariance_is_withheld(self) -> None:
+        wide = np.diag([4.0, 0.01, 1e-4])  # 2 m std along one axis: competing places
+        assert "position std 2.0 m" in withheld_reason(0.0, wide, 0.9, 0.05, 1.0)
+        assert withheld_reason(0.0, wide, 0.9, 0.05, 2.5) == ""
+
+    def test_pose_outside_the_gnss_ellipse_is_withheld(self) -> None:
+        cov = np.diag([0.04, 0.04, 1e-4])
+        gnss = np.diag([1.0, 1.0])  # 1 m per axis: the 99 % ellipse has a 3.03 m radius
+        assert withheld_reason(0.0, cov, 0.9, 0.05, 1.0, np.array([2.0, 1.0]), gnss) == ""
+        assert "from the GNSS fix" in withheld_reason(0.0, cov, 0.9, 0.05, 1.0, np.array([3.0, 1.0]), gnss)
+
+    def test_search_radius_from_the_fix_covariance(self) -> None:
+        assert search_radius_m(None, 20.0) == 20.0
+        assert search_radius_m(np.diag([4.0, 1.0]), 20.0) == pytest.approx(2.0 * math.sqrt(9.210340371976182))
+        assert search_radius_m(np.diag([1e-4, 1e-4]), 20.0) == 4.0  # RTK: the floor
+        assert search_radius_m(np.diag([400.0, 1.0]), 20.0) == 20.0  # poor fix: the configured window
+        assert search_radius_m(np.full((2, 2), np.nan), 20.0) == 20.0
+
+    def test_navsatfix_covariance_is_read_when_known(self) -> None:
+        from sensor_msgs.msg import NavSatFix
+
+        from g2s_localization.ros.messages import fix_from_navsatfix
+
+        msg = NavSatFix(latitude=49.0, longitude=8.4)
+        msg.position_covariance = [4.0, 0.5, 0.0, 0.5, 9.0, 0.0, 0.0, 0.0, 16.0]
+        msg.position_covariance_type = NavSatFix.COVARIANCE_TYPE_KNOWN
+        np.testing.assert_allclose(fix_from_navsatfix(msg).covariance_en, [[4.0, 0.5], [0.5, 9.0]])
+        msg.position_covariance_type = NavSatFix.COVARIANCE_TYPE_UNKNOWN
+        assert fix_from_navsatfix(msg).covariance_en is None

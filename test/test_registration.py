@@ -24,7 +24,9 @@ from g2s_localization.registration.correlation import (
     yaw_candidates,
 )
 from g2s_localization.registration.model import G2SRegistrationNet, ModelConfig
-from g2s_localization.registration.registrars import BaselineRegistrar, LearnedRegistrar, coarse_to_fine, to_map_frame
+from g2s_localization.registration.registrars import (
+    BaselineRegistrar, LearnedRegistrar, coarse_to_fine, outside_radius_excluded, to_map_frame,
+)
 from g2s_localization.training.losses import make_pseudo_queries, target_cells
 
 TINY = ModelConfig(ground_width=128, ground_height=40, feature_dim=4, width=8, bev_size=24, bev_metres_per_px=1.0,
@@ -216,11 +218,35 @@ class TestCoarseToFine:
         assert math.degrees(float(result.peak.yaw_offset[0])) == pytest.approx(-2.7, abs=0.2)
         assert result.resolution == (1.0, pytest.approx(math.radians(0.25)))
 
+    def test_radius_keeps_the_search_near_the_prior(self) -> None:
+        """A true shift of 5.8 m lies outside a 3 m window: the peak stays inside it, and the
+        covariance no longer counts the excluded shifts."""
+        config = ModelConfig(bev_size=96, bev_metres_per_px=1.0, search_radius_m=8.0, yaw_range_deg=6.0,
+                             yaw_step_deg=2.0, coarse_pool=2, refine_window_cells=1)
+        field = wave_field(8, seed=3)
+        mask = wedge_mask(96)
+        bev = view_of(field, 96, 8, 3, -5, 0.0) * mask.unsqueeze(1)
+        full = coarse_to_fine(bev, mask, satellite_of(field, 112), config)
+        narrow = coarse_to_fine(bev, mask, satellite_of(field, 112), config, torch.tensor([3.0]))
+        assert math.hypot(float(full.peak.forward_m[0]), float(full.peak.left_m[0])) > 5.0
+        assert math.hypot(float(narrow.peak.forward_m[0]), float(narrow.peak.left_m[0])) <= 3.0 + math.sqrt(2)  # + the 1-cell refinement
+
     def test_config_rejects_an_indivisible_grid(self) -> None:
         with pytest.raises(ValueError, match="coarse_pool"):
             ModelConfig(bev_size=95)
         with pytest.raises(ValueError, match="refine_window_cells"):
             ModelConfig(refine_window_cells=0)
+
+
+class TestOutsideRadiusExcluded:
+    def test_known_values_and_batch(self) -> None:
+        scores = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5)
+        out = outside_radius_excluded(scores, 1.0, torch.tensor([1.0, 10.0]))
+        kept = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]],
+                            dtype=torch.bool)
+        torch.testing.assert_close(out[0, 0][kept], scores[0, 0][kept])
+        assert bool((out[0, 0][~kept] == scores[0].min() - 10.0).all())
+        torch.testing.assert_close(out[1], scores[1])  # a radius beyond the window excludes nothing
 
 
 class TestPseudoQueries:

@@ -3,9 +3,10 @@
 Each pair's panorama is cut into level pinhole views at several compass headings; each view is
 registered against a heading-aligned crop of the aerial image around priors drawn (fixed seed)
 inside the search window, with the aerial's unknown ground sample distance swept over its range.
+The priors' spread stands for the GNSS fix's reported covariance, which (as in the node) sets the
+search window and bounds where a published pose may lie.
 A frame counts as *published* when it passes every gate the node applies
-(:func:`g2s_localization.registration.reliability.withheld_reason`, at the node's default
-``min_confidence``); it is *confidently wrong* when it is
+(:func:`g2s_localization.registration.reliability.withheld_reason` with the node's defaults); it is *confidently wrong* when it is
 published and more than 3 m off, or its truth lies outside its own 99 % ellipse (with the label's
 1.5 m per-axis uncertainty added).
 """
@@ -22,9 +23,11 @@ from numpy.typing import NDArray
 from g2s_localization.cameras.pinhole import PinholeCamera
 from g2s_localization.data.real_pairs import RealPair
 from g2s_localization.registration.registrars import Registrar, live_batch, to_map_frame
-from g2s_localization.registration.reliability import peak_significance, withheld_reason
+from g2s_localization.registration.reliability import (
+    CHI2_99_2DOF, position_std_m, search_radius_m, withheld_reason,
+)
+from g2s_localization.runtime.pipeline import PipelineConfig
 
-CHI2_99_2DOF = 9.2103
 LABEL_SIGMA_M = 1.5  # the pairs' labels are good to a metre or two
 WRONG_M = 3.0
 
@@ -41,7 +44,7 @@ class RealPairsConfig:
     view_fov_deg: float = 90.0
     view_size: tuple[int, int] = (384, 192)
     seed: int = 0
-    min_confidence: float = 0.05  # the node's default
+    gate: PipelineConfig = PipelineConfig()  # its min_confidence and max_position_std_m: the node's defaults
 
 
 @dataclass
@@ -54,7 +57,7 @@ class FrameRecord:
     error_m: float
     yaw_error_deg: float
     confidence: float
-    significance: float
+    position_std_m: float
     published: bool
     reason: str
     inside_99: bool
@@ -113,7 +116,6 @@ def register_pair(registrar: Registrar, pair: RealPair, config: RealPairsConfig 
     panorama, model = pair.load_ground()
     aerial = pair.load_aerial()
     height_m = float(np.mean(pair.camera_height_m_range))
-    cfg = registrar.config
     records = []
     for mpp in scales_of(pair, config.scales):
         for heading in config.headings_deg:
@@ -122,27 +124,31 @@ def register_pair(registrar: Registrar, pair: RealPair, config: RealPairsConfig 
             offsets = rng.uniform(-config.prior_offset_m, config.prior_offset_m, (config.priors, 2))
             yaw_offsets = np.radians(rng.uniform(-config.prior_yaw_deg, config.prior_yaw_deg, config.priors))
             records += _register_view(registrar, pair, view, camera, height_m, aerial, mpp, heading, true_yaw,
-                                      offsets, yaw_offsets, cfg.satellite_input_px, cfg.satellite_metres_per_px,
-                                      config.min_confidence)
+                                      offsets, yaw_offsets, config.prior_offset_m, config.gate)
     return records
 
 
 def _register_view(registrar: Registrar, pair: RealPair, view: NDArray[np.uint8], camera: PinholeCamera,
                    height_m: float, aerial: NDArray[np.uint8], mpp: float, heading: float, true_yaw: float,
-                   offsets_en: NDArray, yaw_offsets: NDArray, sat_px: int, sat_mpp: float,
-                   min_confidence: float) -> list[FrameRecord]:
+                   offsets_en: NDArray, yaw_offsets: NDArray, prior_spread_m: float, gate: PipelineConfig
+                   ) -> list[FrameRecord]:
     n = len(offsets_en)
     prior_yaw = true_yaw + yaw_offsets
+    cfg = registrar.config
     satellites = []
     for (east, north), yaw in zip(offsets_en, prior_yaw):
         centre = (pair.camera_px[0] + east / mpp, pair.camera_px[1] - north / mpp)
-        satellites.append(aerial_crop(aerial, centre, mpp, float(yaw), sat_px, sat_mpp))
+        satellites.append(aerial_crop(aerial, centre, mpp, float(yaw), cfg.satellite_input_px,
+                                      cfg.satellite_metres_per_px))
     batch = {k: v.expand(n, *v.shape[1:]) for k, v in live_batch(view, camera, height_m, 0.0, 0.0).items()}
     batch["satellite"] = torch.from_numpy(np.stack(satellites)).permute(0, 3, 1, 2).float() / 255.0
+    # what a GNSS receiver would report for these priors: the covariance of their uniform spread
+    prior_cov = np.eye(2) * prior_spread_m**2 / 3.0
+    radius = search_radius_m(prior_cov, registrar.config.search_radius_m)
+    batch["search_radius_m"] = torch.full((n,), radius)
     search = registrar.search(batch)
     estimate = registrar.estimate_from(search)
     offset, yaw, cov = to_map_frame(estimate, torch.tensor(prior_yaw, dtype=torch.float64))
-    significance = peak_significance(search.volume.scores)
     records = []
     for i in range(n):
         error_en = offset[i].cpu().numpy() + offsets_en[i]  # estimate - truth, ENU metres
@@ -150,9 +156,11 @@ def _register_view(registrar: Registrar, pair: RealPair, view: NDArray[np.uint8]
         inside = float(error_en @ np.linalg.solve(c2, error_en)) <= CHI2_99_2DOF
         yaw_err = math.degrees(abs(math.remainder(float(yaw[i]) - true_yaw, 2 * math.pi)))
         confidence = float(estimate.confidence[i])
-        withheld = withheld_reason(float(yaw[i]), cov[i].cpu().numpy(), confidence, min_confidence)
+        withheld = withheld_reason(float(yaw[i]), cov[i].cpu().numpy(), confidence, gate.min_confidence,
+                                   gate.max_position_std_m, offset[i].cpu().numpy(), prior_cov)
         records.append(FrameRecord(pair.id, heading, mpp, *map(float, error_en), float(np.hypot(*error_en)), yaw_err,
-                                   confidence, float(significance[i]), not withheld, withheld, inside))
+                                   confidence, position_std_m(cov[i].cpu().numpy()), not withheld, withheld,
+                                   inside))
     return records
 
 

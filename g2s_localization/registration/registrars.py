@@ -62,24 +62,40 @@ class SearchResult:
     resolution: tuple[float, float]  # (metres, rad) steps of the search that found ``peak``
 
 
-def coarse_to_fine(bev: Tensor, mask: Tensor, satellite: Tensor, config: ModelConfig) -> SearchResult:
+def coarse_to_fine(bev: Tensor, mask: Tensor, satellite: Tensor, config: ModelConfig,
+                   radius_m: Tensor | None = None) -> SearchResult:
     """Score every pose in the window on pooled cells and coarse yaws, then refine around the best.
 
     ``bev`` ``(B, C, S, S)``, ``mask`` ``(B, S, S)``, ``satellite`` ``(B, C, L, L)`` at
     ``config.bev_metres_per_px``. The coarse volume keeps competing peaks visible (covariance);
     the fine stage gives sub-degree yaw and sub-cell translation at a fraction of a full-resolution
-    search's cost.
+    search's cost. ``radius_m`` ``(B,)`` narrows each frame's window below the configured one (a
+    precise GNSS fix need not consider look-alike places 20 m away).
     """
     cfg = config
     coarse_bev, coarse_mask, coarse_sat = pool_search_inputs(bev, mask, satellite, cfg.coarse_pool)
     yaws = yaw_candidates(cfg.yaw_range_deg, cfg.yaw_step_deg, bev.device).to(bev.dtype)
     rotated, rotated_mask = rotate_bev(coarse_bev, coarse_mask, yaws)
     scores = correlate(rotated, rotated_mask, coarse_sat, cfg.search_cells // cfg.coarse_pool)
-    volume = ScoreVolume(scores, yaws, cfg.bev_metres_per_px * cfg.coarse_pool)
+    cell_m = cfg.bev_metres_per_px * cfg.coarse_pool
+    if radius_m is not None:
+        scores = outside_radius_excluded(scores, cell_m, radius_m.to(scores.device))
+    volume = ScoreVolume(scores, yaws, cell_m)
     fine_yaws = yaw_candidates(cfg.refine_yaw_range_deg, cfg.refine_yaw_step_deg, bev.device).to(bev.dtype)
     peak = refine_peak(bev, mask, satellite, volume_peak(volume), cfg.bev_metres_per_px, cfg.search_cells,
                        fine_yaws, cfg.refine_window_cells)
     return SearchResult(volume, peak, (cfg.bev_metres_per_px, math.radians(cfg.refine_yaw_step_deg)))
+
+
+def outside_radius_excluded(scores: Tensor, cell_m: float, radius_m: Tensor) -> Tensor:
+    """Volumes ``(B, K, D, D)`` with every shift farther than ``radius_m`` ``(B,)`` from the prior
+    pushed far below the rest (finite, so peak fitting stays defined; its softmax weight is nil)."""
+    d = scores.shape[-1]
+    cells = (torch.arange(d, device=scores.device, dtype=scores.dtype) - (d - 1) / 2.0) * cell_m
+    distance = torch.hypot(cells[:, None], cells[None, :])
+    outside = distance[None] > radius_m.to(scores.dtype)[:, None, None]  # (B, D, D)
+    floor = scores.amin(dim=(1, 2, 3), keepdim=True) - 10.0
+    return torch.where(outside[:, None], floor, scores)
 
 
 def to_map_frame(estimate: PoseEstimate, prior_yaw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -120,7 +136,8 @@ class Registrar:
 
     @torch.no_grad()
     def search(self, batch: dict[str, Tensor]) -> SearchResult:
-        return coarse_to_fine(*self.features(batch), self.config)
+        """The coarse-to-fine search; ``batch["search_radius_m"]`` ``(B,)``, when present, narrows the window."""
+        return coarse_to_fine(*self.features(batch), self.config, batch.get("search_radius_m"))
 
     def score_volume(self, batch: dict[str, Tensor]) -> ScoreVolume:
         """The coarse search's volume (what the covariance and the plots' score maps come from)."""
@@ -136,12 +153,15 @@ class Registrar:
 
     def localize(self, image: NDArray[np.uint8], camera: PinholeCamera, tiles: TileCache, prior_lat: float,
                  prior_lon: float, prior_yaw: float, camera_height_m: float = 1.65, pitch: float = 0.0,
-                 roll: float = 0.0) -> RegistrationResult:
-        """Register one RGB image against the tile cache around a prior (WGS84, ENU yaw)."""
+                 roll: float = 0.0, search_radius_m: float | None = None) -> RegistrationResult:
+        """Register one RGB image against the tile cache around a prior (WGS84, ENU yaw), within
+        ``search_radius_m`` of it (default and at most: the configured window)."""
         cfg = self.config
         patch = tiles.crop(prior_lat, prior_lon, prior_yaw, cfg.satellite_input_px, cfg.satellite_metres_per_px)
         batch = live_batch(image, camera, camera_height_m, pitch, roll)
         batch["satellite"] = torch.from_numpy(patch.image).permute(2, 0, 1)[None].float() / 255.0
+        if search_radius_m is not None and search_radius_m < cfg.search_radius_m:
+            batch["search_radius_m"] = torch.tensor([float(search_radius_m)])
         est = self.estimate(batch)
         offset, yaw, cov = to_map_frame(est, torch.tensor([prior_yaw], dtype=torch.float64, device=est.forward_m.device))
         lat, lon, _ = EnuFrame(prior_lat, prior_lon).to_geodetic(

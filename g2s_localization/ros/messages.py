@@ -60,9 +60,15 @@ def camera_from_info(msg) -> PinholeCamera:
 
 
 def fix_from_navsatfix(msg) -> GnssFix:
+    """The fix, with its horizontal covariance when the receiver reports one (``position_covariance``
+    is ENU, row-major; ``COVARIANCE_TYPE_UNKNOWN`` (0) or a non-finite or negative variance: unknown)."""
     status_ok = int(msg.status.status) >= 0
+    c = [float(x) for x in msg.position_covariance]
+    covariance = None
+    if int(msg.position_covariance_type) != 0 and all(math.isfinite(x) for x in c[:5]) and min(c[0], c[4]) > 0:
+        covariance = np.array([[c[0], c[1]], [c[3], c[4]]])
     return GnssFix(stamp_to_seconds(msg.header.stamp), float(msg.latitude), float(msg.longitude),
-                   status_ok and math.isfinite(msg.latitude) and math.isfinite(msg.longitude))
+                   status_ok and math.isfinite(msg.latitude) and math.isfinite(msg.longitude), covariance)
 
 
 def attitude_from_imu(msg) -> Attitude:

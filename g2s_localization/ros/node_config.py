@@ -29,6 +29,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "datum_lon_deg": (float("nan"), "WGS84 longitude of the map origin; NaN = first valid GNSS fix"),
     "camera_height_m": (1.65, "camera optical centre above the road, metres"),
     "min_confidence": (0.05, "registrations below this confidence publish no pose"),
+    "max_position_std_m": (1.0, "registrations whose position std exceeds this publish no pose (competing "
+                                "places: a look-alike street, a featureless road, imagery not understood), metres"),
     "covariance_inflation": (1.0, "factor applied to the registration covariance"),
     "sync_slop_s": (0.06, "max time difference when pairing image with GNSS and IMU, seconds"),
     "max_gnss_age_s": (0.5, "GNSS older than this relative to the image counts as missing"),
@@ -61,7 +63,7 @@ def open_localizer(p: Parameters, warn: Callable[[str], None]) -> tuple[Localize
     if p("tf_mode") not in ("auto", "map_odom", "map_base"):
         raise ConfigurationError(f"tf_mode must be auto, map_odom or map_base, got {p('tf_mode')!r}")
     for name in ("min_confidence", "sync_slop_s", "max_gnss_age_s", "max_imu_age_s", "camera_height_m",
-                 "covariance_inflation", "relocalization_gate_m", "relocalization_max_std_m"):
+                 "covariance_inflation", "relocalization_gate_m", "relocalization_max_std_m", "max_position_std_m"):
         value = p(name)
         if not (isinstance(value, float) and math.isfinite(value) and value >= 0):
             raise ConfigurationError(f"parameter {name} must be a finite non-negative number, got {value!r}")
@@ -85,7 +87,8 @@ def open_localizer(p: Parameters, warn: Callable[[str], None]) -> tuple[Localize
     config = PipelineConfig(p("camera_height_m"), p("min_confidence"), p("max_gnss_age_s"),
                             p("max_imu_age_s"), covariance_inflation=p("covariance_inflation"),
                             relocalization_gate_m=p("relocalization_gate_m"),
-                            relocalization_max_std_m=p("relocalization_max_std_m"))
+                            relocalization_max_std_m=p("relocalization_max_std_m"),
+                            max_position_std_m=p("max_position_std_m"))
     return Localizer(registrar, tiles, datum or EnuFrame(0.0, 0.0), config, relocalizer), datum is not None
 
 

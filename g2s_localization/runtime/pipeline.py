@@ -19,7 +19,7 @@ from g2s_localization.geo.geodesy import EnuFrame
 from g2s_localization.geo.tile_sources import TileError
 from g2s_localization.geo.tiles import TileCache
 from g2s_localization.registration.registrars import Registrar, RegistrationResult
-from g2s_localization.registration.reliability import NON_FINITE, withheld_reason
+from g2s_localization.registration.reliability import NON_FINITE, search_radius_m, withheld_reason
 from g2s_localization.relocalization.relocalizer import Relocalizer
 
 
@@ -42,6 +42,7 @@ class GnssFix:
     lat_deg: float
     lon_deg: float
     has_fix: bool
+    covariance_en: NDArray[np.float64] | None = None  # (2, 2) east/north m^2 as reported; None = unknown
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class PipelineConfig:
     covariance_inflation: float = 1.0  # scales the registrar's covariance (fit by calibration)
     relocalization_gate_m: float = 15.0  # registration this far from GNSS means GNSS is not to be trusted
     relocalization_max_std_m: float = 5.0  # a relocalization less sure than this is withheld
+    max_position_std_m: float = 1.0  # a registration less sure than this is withheld (competing places)
+    min_search_radius_m: float = 4.0  # the window an RTK-grade fix's covariance shrinks the search to, at least
 
 
 @dataclass
@@ -143,7 +146,9 @@ class Localizer:
             return self._relocalize(frame, gnss_problem)
         try:
             result = self.registrar.localize(frame.image, frame.camera, self.tiles, gnss.lat_deg, gnss.lon_deg,
-                                             att.yaw_rad, cfg.camera_height_m, att.pitch_rad, att.roll_rad)
+                                             att.yaw_rad, cfg.camera_height_m, att.pitch_rad, att.roll_rad,
+                                             search_radius_m(gnss.covariance_en, self.registrar.config.search_radius_m,
+                                                             cfg.min_search_radius_m))
         except TileError as exc:
             return Outcome(State.OUTSIDE_COVERAGE, f"satellite tiles: {exc}", stamp)
         except ValueError as exc:
@@ -153,14 +158,20 @@ class Localizer:
             if offset > cfg.relocalization_gate_m:
                 return self._relocalize(frame, f"registration is {offset:.1f} m from the GNSS fix")
             self.relocalizer.reset()  # GNSS and camera agree: a later relocalization starts afresh
-        return self._outcome(result, stamp, State.OK, "")
+        return self._outcome(result, stamp, State.OK, "", gnss)
 
-    def _outcome(self, result: RegistrationResult, stamp: float, state: State, message: str) -> Outcome:
-        """Pose outcome in the map frame, or LOW_CONFIDENCE (withheld) when not finite or not sure enough."""
+    def _outcome(self, result: RegistrationResult, stamp: float, state: State, message: str,
+                 prior: GnssFix | None = None) -> Outcome:
+        """Pose outcome in the map frame, or LOW_CONFIDENCE (withheld) when not finite, not sure enough
+        or where the ``prior`` fix's covariance says the vehicle cannot be."""
         cfg = self.config
         east, north, _ = self.datum.to_enu(result.lat_deg, result.lon_deg)
         covariance = result.covariance * cfg.covariance_inflation
-        withheld = withheld_reason(result.yaw_rad, covariance, result.confidence, cfg.min_confidence)
+        from_prior = None
+        if prior is not None and prior.covariance_en is not None:
+            from_prior = np.array(EnuFrame(prior.lat_deg, prior.lon_deg).to_enu(result.lat_deg, result.lon_deg)[:2])
+        withheld = withheld_reason(result.yaw_rad, covariance, result.confidence, cfg.min_confidence,
+                                   cfg.max_position_std_m, from_prior, None if prior is None else prior.covariance_en)
         if withheld == NON_FINITE:
             return Outcome(State.LOW_CONFIDENCE, withheld, stamp)
         if withheld:
