@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from g2s_localization.config import to_dict
-from g2s_localization.evaluation.metrics import CHI2_95_3DOF, frame_errors, summarize
+from g2s_localization.evaluation.metrics import CHI2_95_3DOF, frame_errors, publication_summary, summarize
 from g2s_localization.registration.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from g2s_localization.registration.correlation import (
     Peak,
@@ -25,7 +25,11 @@ from g2s_localization.registration.correlation import (
 )
 from g2s_localization.registration.model import G2SRegistrationNet, ModelConfig
 from g2s_localization.registration.registrars import (
-    BaselineRegistrar, LearnedRegistrar, coarse_to_fine, outside_radius_excluded, to_map_frame,
+    BaselineRegistrar,
+    LearnedRegistrar,
+    coarse_to_fine,
+    outside_radius_excluded,
+    to_map_frame,
 )
 from g2s_localization.training.losses import make_pseudo_queries, target_cells
 
@@ -332,6 +336,20 @@ class TestMetrics:
         summary = summarize(errors)
         assert summary["longitudinal_within_1m_%"] == 50.0 and summary["lateral_within_1m_%"] == 100.0
         assert summary["inside_95_ellipse_%"] == 100.0 and CHI2_95_3DOF > 4.01
+        np.testing.assert_allclose(errors.position_nees, [1.0, 4.0], atol=1e-12)
+
+    def test_publication_summary(self) -> None:
+        true_en = np.zeros((4, 2))
+        est_en = np.array([[0.1, 0.0], [4.0, 0.0], [0.5, 0.0], [5.0, 0.0]])
+        cov = np.stack([np.eye(3) * 0.01, np.eye(3) * 100.0, np.eye(3) * 0.01, np.eye(3)])
+        errors = frame_errors(true_en, np.zeros(4), est_en, np.zeros(4), cov)
+        out = publication_summary(errors, np.array([True, True, True, False]))
+        assert out["availability_%"] == 75.0
+        # frame 1: published 4 m off (a wide covariance does not excuse it); frame 2: 0.5 m off with a
+        # 0.1 m std, outside its own 99 % ellipse; frame 0 is right; frame 3 is withheld
+        assert out["confidently_wrong_%"] == 50.0
+        assert out["published_frames"] == 3.0 and out["published_position_m_median"] == pytest.approx(0.5)
+        assert "published_frames" not in publication_summary(errors, np.zeros(4, dtype=bool))
 
 
 class TestBaseline:

@@ -127,6 +127,23 @@ class TestPipeline:
         assert jump.state == State.INITIALIZING and "clock jumped back" in jump.message
         assert localizer.process(self.frame(setup, 5.1)).state == State.OK  # recovers on the next frame
 
+    def test_gnss_covariance_bounds_the_window_and_the_pose(self, setup) -> None:
+        """The fix is 3.6 m off. Reported honestly (2 m per axis), the pose is found; reported as
+        RTK-grade (5 cm), the 4 m window still holds the truth but the pose lies outside the fix's
+        99 % ellipse and is withheld rather than published against the receiver's word."""
+        from g2s_localization.runtime.pipeline import GnssFix, State
+
+        localizer, world, xy, _, _, _ = setup
+        lat, lon, _ = world.enu_frame.to_geodetic(np.array([xy[0] + 3.0, xy[1] - 2.0, 0.0]))
+        localizer.reset()
+        honest = localizer.process(self.frame(setup, 30.0, gnss=GnssFix(30.0, float(lat), float(lon), True,
+                                                                        np.eye(2) * 4.0)))
+        assert honest.state == State.OK and math.hypot(honest.east_m - xy[0], honest.north_m - xy[1]) < 1.5
+        rtk = localizer.process(self.frame(setup, 30.1, gnss=GnssFix(30.1, float(lat), float(lon), True,
+                                                                     np.eye(2) * 0.0025)))
+        assert rtk.state == State.LOW_CONFIDENCE and not rtk.has_pose
+        assert "from the GNSS fix" in rtk.message
+
     def test_gnss_loss_or_disagreement_relocalizes(self, setup) -> None:
         """With a relocalizer: a missing fix, or a registration landing beyond the gate from the fix,
         go to the map-wide search; a fix the camera agrees with does not."""

@@ -14,6 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 CHI2_95_3DOF = 7.814727903251178
+CHI2_99_2DOF = 9.210340371976182
+CONFIDENTLY_WRONG_M = 3.0
 THRESHOLDS_M = (1.0, 3.0, 5.0)
 THRESHOLDS_DEG = (1.0, 3.0, 5.0)
 
@@ -26,6 +28,7 @@ class FrameErrors:
     lateral_m: NDArray[np.float64]
     yaw_deg: NDArray[np.float64]
     nees: NDArray[np.float64]
+    position_nees: NDArray[np.float64]  # east/north only, 2-DoF
 
     @property
     def position_m(self) -> NDArray[np.float64]:
@@ -42,7 +45,8 @@ def frame_errors(true_en: NDArray, true_yaw: NDArray, est_en: NDArray, est_yaw: 
     dyaw = np.angle(np.exp(1j * (np.asarray(est_yaw) - np.asarray(true_yaw))))
     residual = np.stack([delta[:, 0], delta[:, 1], dyaw], -1)
     nees = np.einsum("ni,nij,nj->n", residual, np.linalg.inv(covariance), residual)
-    return FrameErrors(longitudinal, lateral, np.degrees(dyaw), nees)
+    position_nees = np.einsum("ni,nij,nj->n", delta, np.linalg.inv(np.asarray(covariance)[:, :2, :2]), delta)
+    return FrameErrors(longitudinal, lateral, np.degrees(dyaw), nees, position_nees)
 
 
 def summarize(errors: FrameErrors) -> dict[str, float]:
@@ -61,6 +65,20 @@ def summarize(errors: FrameErrors) -> dict[str, float]:
         out[f"{name}_median"] = float(np.median(values))
     out["nees_mean"] = float(errors.nees.mean())
     out["inside_95_ellipse_%"] = 100.0 * float((errors.nees <= CHI2_95_3DOF).mean())
+    return out
+
+
+def publication_summary(errors: FrameErrors, published: NDArray[np.bool_]) -> dict[str, float]:
+    """What a vehicle receives: the share of frames published, the share published yet more than
+    3 m off or outside their own 99 % ellipse (confidently wrong), and the table over the
+    published frames alone (``published_`` prefix)."""
+    published = np.asarray(published, dtype=bool)
+    wrong = published & ((errors.position_m > CONFIDENTLY_WRONG_M) | (errors.position_nees > CHI2_99_2DOF))
+    out = {"availability_%": 100.0 * float(published.mean()), "confidently_wrong_%": 100.0 * float(wrong.mean())}
+    if published.any():
+        kept = FrameErrors(*(getattr(errors, f)[published] for f in
+                             ("longitudinal_m", "lateral_m", "yaw_deg", "nees", "position_nees")))
+        out.update({f"published_{k}": v for k, v in summarize(kept).items()})
     return out
 
 

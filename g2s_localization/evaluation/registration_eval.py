@@ -14,9 +14,13 @@ import numpy as np
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from g2s_localization.evaluation.metrics import CHI2_95_3DOF, FrameErrors, format_table, frame_errors, summarize
+from g2s_localization.evaluation.metrics import (
+    CHI2_95_3DOF, FrameErrors, format_table, frame_errors, publication_summary, summarize,
+)
 from g2s_localization.geo.geodesy import EnuFrame
 from g2s_localization.registration.registrars import Registrar, to_map_frame
+from g2s_localization.registration.reliability import withheld_reason
+from g2s_localization.runtime.pipeline import PipelineConfig
 
 
 @dataclass
@@ -28,16 +32,20 @@ class EvaluationRun:
     true_en: np.ndarray  # (N, 2) relative to each prior
     est_en: np.ndarray
     covariance: np.ndarray
+    published: np.ndarray  # (N,) passes the node's publish gate
 
 
 def evaluate(registrar: Registrar, dataset, limit: int | None = None, batch_size: int = 4,
-             progress: bool = True) -> EvaluationRun:
+             progress: bool = True, gate: PipelineConfig = PipelineConfig(),
+             prior_covariance_en: np.ndarray | None = None) -> EvaluationRun:
     """Score ``registrar`` on ``dataset`` (a
-    :class:`~g2s_localization.data.registration_dataset.KittiRegistrationDataset`)."""
+    :class:`~g2s_localization.data.registration_dataset.KittiRegistrationDataset`); each frame also
+    goes through the node's publish gate (``gate``'s thresholds, ``prior_covariance_en`` standing
+    for the GNSS fix's covariance, as in the node)."""
     if limit is not None:
         dataset = Subset(dataset, list(range(min(limit, len(dataset)))))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    true_en, est_en, true_yaw, est_yaw, covs, elapsed, frames = [], [], [], [], [], 0.0, 0
+    true_en, est_en, true_yaw, est_yaw, covs, published, elapsed, frames = [], [], [], [], [], [], 0.0, 0
     for batch in tqdm(loader, desc=registrar.name, disable=not progress, unit="batch"):
         start = time.perf_counter()
         estimate = registrar.estimate(batch)
@@ -48,6 +56,9 @@ def evaluate(registrar: Registrar, dataset, limit: int | None = None, batch_size
             prior_lat, prior_lon = (float(v) for v in batch["prior_latlon"][i])
             e, n, _ = EnuFrame(prior_lat, prior_lon).to_enu(*(float(v) for v in batch["true_latlon"][i]))
             true_en.append((e, n))
+            published.append(not withheld_reason(
+                float(yaw[i]), cov[i].cpu().numpy(), float(estimate.confidence[i]), gate.min_confidence,
+                gate.max_position_std_m, offset[i].cpu().numpy(), prior_covariance_en))
         est_en.append(offset.cpu().numpy())
         est_yaw.append(yaw.cpu().numpy())
         true_yaw.append(batch["true_yaw"].numpy())
@@ -55,7 +66,9 @@ def evaluate(registrar: Registrar, dataset, limit: int | None = None, batch_size
     t_en, e_en = np.array(true_en), np.concatenate(est_en)
     cov = np.concatenate(covs)
     errors = frame_errors(t_en, np.concatenate(true_yaw), e_en, np.concatenate(est_yaw), cov)
-    return EvaluationRun(registrar.name, errors, summarize(errors), elapsed / max(frames, 1), t_en, e_en, cov)
+    mask = np.array(published, dtype=bool)
+    metrics = {**summarize(errors), **publication_summary(errors, mask)}
+    return EvaluationRun(registrar.name, errors, metrics, elapsed / max(frames, 1), t_en, e_en, cov, mask)
 
 
 def write_report(runs: list[EvaluationRun], out_dir: str | Path, title: str) -> Path:
