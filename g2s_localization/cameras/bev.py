@@ -9,6 +9,8 @@ under the true pose. Pixel centres sit at integer coordinates (OpenCV). Frames a
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -63,26 +65,65 @@ def bev_ground_coordinates(size: int, metres_per_px: float, dtype: torch.dtype =
     return torch.stack([(centre - v) * metres_per_px, (centre - u) * metres_per_px], -1)
 
 
+def bev_pixels(project: Callable[[Tensor], tuple[Tensor, Tensor]], R_ground_cam: Tensor, camera_height: Tensor,
+               bev_size: int, metres_per_px: float) -> tuple[Tensor, Tensor]:
+    """Where each BEV cell's ground point appears in the image, for any camera model.
+
+    ``project`` maps optical-frame points ``(B, N, 3)`` to pixels ``(B, N, 2)`` and a mask of
+    points the model sees (a pinhole's front half-space, a lens model's valid angle, a panorama's
+    whole sphere). Returns pixels ``(B, S, S, 2)`` and that mask ``(B, S, S)``.
+    """
+    check_shape("R_ground_cam", R_ground_cam, (None, 3, 3))
+    check_shape("camera_height", camera_height, (R_ground_cam.shape[0],))
+    batch = R_ground_cam.shape[0]
+    ground = bev_ground_coordinates(bev_size, metres_per_px, R_ground_cam.dtype, R_ground_cam.device)
+    ground = ground.reshape(1, -1, 2).expand(batch, -1, -1)
+    # ground point minus camera centre (0, 0, h) in the ground frame, then into the optical frame
+    rays = torch.cat([ground, -camera_height.view(batch, 1, 1).expand(batch, ground.shape[1], 1)], -1)
+    pixels, seen = project(rays @ R_ground_cam)  # row vectors: v_opt = R^T v_ground
+    return pixels.view(batch, bev_size, bev_size, 2), seen.view(batch, bev_size, bev_size)
+
+
+def pixels_to_grid(pixels: Tensor, seen: Tensor, image_size: tuple[int, int],
+                   sampled_size: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+    """Image pixels ``(B, S, S, 2)`` -> a ``grid_sample`` grid (``align_corners=True``) over a map of
+    ``sampled_size`` ``(width, height)`` that covers the same image (a resized copy or a feature
+    map; default the image itself), and the validity mask: seen and inside the image."""
+    width, height = image_size
+    map_w, map_h = sampled_size or image_size
+    u, v = pixels[..., 0], pixels[..., 1]
+    inside = seen & (u >= -0.5) & (u <= width - 0.5) & (v >= -0.5) & (v <= height - 0.5)
+    # pixel edges stay on edges under resizing: c' = (c + 0.5) * s - 0.5
+    u_map, v_map = (u + 0.5) * map_w / width - 0.5, (v + 0.5) * map_h / height - 0.5
+    grid = torch.stack([u_map * 2.0 / max(map_w - 1, 1) - 1.0, v_map * 2.0 / max(map_h - 1, 1) - 1.0], -1)
+    return torch.where(inside.unsqueeze(-1), grid, torch.full_like(grid, -2.0)), inside
+
+
+def pinhole_bev_pixels(K: Tensor, R_ground_cam: Tensor, camera_height: Tensor, bev_size: int,
+                       metres_per_px: float) -> tuple[Tensor, Tensor]:
+    """:func:`bev_pixels` for pinhole cameras given as batched intrinsics ``K`` ``(B, 3, 3)``."""
+    check_shape("K", K, (None, 3, 3))
+
+    def project(points: Tensor) -> tuple[Tensor, Tensor]:
+        homogeneous = points @ K.transpose(-1, -2)
+        depth = homogeneous[..., 2]
+        ahead = depth > 1e-6
+        return homogeneous[..., :2] / torch.where(ahead, depth, torch.ones_like(depth)).unsqueeze(-1), ahead
+
+    return bev_pixels(project, R_ground_cam, camera_height, bev_size, metres_per_px)
+
+
 def bev_sampling_grid(
     K: Tensor, R_ground_cam: Tensor, camera_height: Tensor, image_size: tuple[int, int],
     bev_size: int, metres_per_px: float,
 ) -> tuple[Tensor, Tensor]:
-    """Where each BEV cell looks in the image.
+    """Where each BEV cell looks in a pinhole image with intrinsics ``K`` ``(B, 3, 3)``.
 
     Returns a ``grid_sample`` grid ``(B, S, S, 2)`` (``align_corners=True``, i.e. -1 and +1 are
     the centres of the first and last pixels) and a validity mask ``(B, S, S)``: the ground
     point is in front of the camera and inside the image of size ``(width, height)``.
     """
-    width, height = image_size
-    batch = K.shape[0]
-    ground = bev_ground_coordinates(bev_size, metres_per_px, K.dtype, K.device).reshape(1, -1, 2)
-    pixels, in_front = project_ground_to_image(K, R_ground_cam, camera_height, ground.expand(batch, -1, -1))
-    u, v = pixels[..., 0], pixels[..., 1]
-    inside = in_front & (u >= -0.5) & (u <= width - 0.5) & (v >= -0.5) & (v <= height - 0.5)
-    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], dtype=K.dtype, device=K.device)
-    grid = pixels * scale - 1.0
-    grid = torch.where(inside.unsqueeze(-1), grid, torch.full_like(grid, -2.0))
-    return grid.view(batch, bev_size, bev_size, 2), inside.view(batch, bev_size, bev_size)
+    return pixels_to_grid(*pinhole_bev_pixels(K, R_ground_cam, camera_height, bev_size, metres_per_px), image_size)
 
 
 def project_image_to_bev(image: Tensor, grid: Tensor, valid: Tensor) -> Tensor:

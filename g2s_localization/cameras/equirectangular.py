@@ -13,11 +13,13 @@ Azimuths here are compass-style (clockwise); ENU yaw (REP-103, counter-clockwise
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
+import torch
 from numpy.typing import ArrayLike, NDArray
+from torch import Tensor
 
 from g2s_localization.cameras.pinhole import PinholeCamera
 
@@ -63,6 +65,23 @@ class EquirectangularCamera:
         u = np.mod((np.asarray(azimuth, dtype=np.float64) - math.radians(self.azimuth_at_column0_deg)) / step,
                    self.width)
         return u, self.horizon_row - np.asarray(elevation, dtype=np.float64) / step
+
+    def facing(self, forward_azimuth_deg: float) -> "EquirectangularCamera":
+        """The same panorama with azimuths counted from ``forward_azimuth_deg`` (the optical axis
+        of :meth:`project`): e.g. the vehicle heading, so that the bird's-eye view points ahead."""
+        return replace(self, azimuth_at_column0_deg=self.azimuth_at_column0_deg - forward_azimuth_deg)
+
+    def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """Points ``(B, N, 3)`` in an optical frame (x right, y down, z towards azimuth 0) -> pixels
+        ``(B, N, 2)`` (``u`` in ``[0, W)``) and whether a direction exists (not the centre)."""
+        x, y, z = points.unbind(-1)
+        horizontal = torch.hypot(x, z)
+        azimuth = torch.atan2(x, z)
+        elevation = torch.atan2(-y, horizontal)
+        step = self.radians_per_px
+        u = torch.remainder((azimuth - math.radians(self.azimuth_at_column0_deg)) / step, self.width)
+        v = self.horizon_row - elevation / step
+        return torch.stack([u, v], -1), (horizontal > 1e-9) | (y.abs() > 1e-9)
 
     def pinhole_view(self, panorama: NDArray[np.uint8], azimuth_deg: float, horizontal_fov_deg: float,
                      size: tuple[int, int], pitch_deg: float = 0.0) -> tuple[NDArray[np.uint8], PinholeCamera]:

@@ -69,6 +69,13 @@ class PinholeCamera:
             self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, width, height
         )
 
+    def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """Optical-frame points ``(B, N, 3)`` -> pixels ``(B, N, 2)``, in front ``(B, N)``."""
+        x, y, z = points.unbind(-1)
+        ahead = z > 1e-6
+        z_safe = torch.where(ahead, z, torch.ones_like(z))
+        return torch.stack([self.fx * x / z_safe + self.cx, self.fy * y / z_safe + self.cy], -1), ahead
+
     @classmethod
     def from_projection(cls, projection: NDArray, width: int, height: int) -> "PinholeCamera":
         """From a rectified 3x4 projection matrix such as KITTI's ``P_rect_02``."""
@@ -87,5 +94,6 @@ def rotation_ground_from_camera(pitch: Tensor, roll: Tensor) -> Tensor:
     r_roll = torch.stack([one, zero, zero, zero, cr, -sr, zero, sr, cr], -1).view(-1, 3, 3)
     level = torch.tensor(_R_GROUND_OPTICAL_LEVEL, dtype=pitch.dtype, device=pitch.device)
     return r_pitch @ r_roll @ level
+
 
 

@@ -140,7 +140,7 @@ def _register_view(registrar: Registrar, pair: RealPair, view: NDArray[np.uint8]
         centre = (pair.camera_px[0] + east / mpp, pair.camera_px[1] - north / mpp)
         satellites.append(aerial_crop(aerial, centre, mpp, float(yaw), cfg.satellite_input_px,
                                       cfg.satellite_metres_per_px))
-    batch = {k: v.expand(n, *v.shape[1:]) for k, v in live_batch(view, camera, height_m, 0.0, 0.0).items()}
+    batch = {k: v.expand(n, *v.shape[1:]) for k, v in live_batch(view, camera, height_m, 0.0, 0.0, cfg).items()}
     batch["satellite"] = torch.from_numpy(np.stack(satellites)).permute(0, 3, 1, 2).float() / 255.0
     # what a GNSS receiver would report for these priors: the covariance of their uniform spread
     prior_cov = np.eye(2) * prior_spread_m**2 / 3.0

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from g2s_localization.cameras.bev import bev_sampling_grid, project_image_to_bev
+from g2s_localization.cameras.bev import pinhole_bev_pixels, pixels_to_grid, project_image_to_bev
 from g2s_localization.cameras.pinhole import rotation_ground_from_camera
 from g2s_localization.registration.correlation import (
     PoseEstimate,
@@ -164,9 +164,9 @@ class G2SRegistrationNet(nn.Module):
     def temperature(self) -> Tensor:
         return self.log_temperature.exp()
 
-    def ground_bev(self, image: Tensor, K: Tensor, camera_height: Tensor, pitch: Tensor, roll: Tensor
-                   ) -> tuple[Tensor, Tensor]:
-        """Camera image ``(B, 3, H, W)`` with its intrinsics ``K`` ``(B, 3, 3)`` -> BEV
+    def ground_bev(self, image: Tensor, pixels: Tensor, seen: Tensor) -> tuple[Tensor, Tensor]:
+        """Camera image ``(B, 3, H, W)`` and where each BEV cell's ground point lies in it (``pixels``
+        ``(B, S, S, 2)``, ``seen`` ``(B, S, S)``: :func:`camera_bev_pixels`, any camera model) -> BEV
         features ``(B, C, S, S)`` (camera ground point at the centre, forward up) and mask ``(B, S, S)``."""
         cfg = self.config
         h, w = image.shape[-2:]
@@ -174,19 +174,13 @@ class G2SRegistrationNet(nn.Module):
         image = F.interpolate(image, (cfg.ground_height, cfg.ground_width), mode="bilinear", align_corners=False)
         features = self.ground_encoder(image)
         fh, fw = features.shape[-2:]
-        scale = torch.tensor([fw / w, fh / h, 1.0], dtype=K.dtype, device=K.device).view(1, 3, 1)
-        K_feat = K * scale  # then shift for pixel-centre convention: c' = (c + 0.5) s - 0.5
-        K_feat = K_feat.clone()
-        K_feat[:, 0, 2] = (K[:, 0, 2] + 0.5) * fw / w - 0.5
-        K_feat[:, 1, 2] = (K[:, 1, 2] + 0.5) * fh / h - 0.5
-        R = rotation_ground_from_camera(pitch, roll)
-        grid, valid = bev_sampling_grid(K_feat, R, camera_height, (fw, fh), cfg.bev_size, cfg.bev_metres_per_px)
+        grid, valid = pixels_to_grid(pixels, seen, (w, h), (fw, fh))
         bev = unit_channels(self.bev_refiner(project_image_to_bev(features, grid, valid), valid))
         if not cfg.edge_prior:
             return bev, valid
-        grid_full, valid_full = bev_sampling_grid(K, R, camera_height, (w, h), cfg.bev_size, cfg.bev_metres_per_px)
-        edges = edge_features(project_image_to_bev(grey(image_full), grid_full, valid_full))
-        mask = erode(valid & valid_full)
+        grid_full, _ = pixels_to_grid(pixels, seen, (w, h))
+        edges = edge_features(project_image_to_bev(grey(image_full), grid_full, valid))
+        mask = erode(valid)
         return torch.cat([edges / math.sqrt(2.0), self.learned_gain * bev], 1) * mask.unsqueeze(1), mask
 
     def satellite_features(self, satellite: Tensor) -> Tensor:
@@ -206,8 +200,20 @@ class G2SRegistrationNet(nn.Module):
 
     def forward(self, image: Tensor, K: Tensor, camera_height: Tensor, pitch: Tensor, roll: Tensor,
                 satellite: Tensor) -> ScoreVolume:
-        bev, mask = self.ground_bev(image, K, camera_height, pitch, roll)
+        bev, mask = self.ground_bev(image, *pinhole_bev_pixels(K, rotation_ground_from_camera(pitch, roll), camera_height,
+                                                                self.config.bev_size, self.config.bev_metres_per_px))
         return self.score_volume(bev, mask, self.satellite_features(satellite))
 
     def estimate(self, volume: ScoreVolume) -> PoseEstimate:
         return pose_from_scores(volume, self.temperature)
+
+
+def camera_bev_pixels(batch: dict[str, Tensor], config: ModelConfig, device: torch.device | str = "cpu"
+                      ) -> tuple[Tensor, Tensor]:
+    """Where each BEV cell lies in a batch's images: ``bev_pixels``/``bev_seen`` when the batch
+    carries them (live frames, any camera model), else from its pinhole ``K`` (dataset samples)."""
+    if "bev_pixels" in batch:
+        return batch["bev_pixels"].to(device), batch["bev_seen"].to(device)
+    R = rotation_ground_from_camera(batch["pitch"].to(device), batch["roll"].to(device))
+    return pinhole_bev_pixels(batch["K"].to(device), R, batch["camera_height"].to(device), config.bev_size,
+                              config.bev_metres_per_px)

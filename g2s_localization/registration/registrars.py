@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor
 
-from g2s_localization.cameras.bev import bev_sampling_grid, project_image_to_bev
-from g2s_localization.cameras.pinhole import PinholeCamera, rotation_ground_from_camera
+from g2s_localization.cameras.bev import bev_pixels, pixels_to_grid, project_image_to_bev
+from g2s_localization.cameras.model import CameraModel
+from g2s_localization.cameras.pinhole import rotation_ground_from_camera
 from g2s_localization.config import from_dict
 from g2s_localization.geo.geodesy import EnuFrame, wrap_angle
 from g2s_localization.geo.tiles import TileCache
@@ -36,7 +37,9 @@ from g2s_localization.registration.correlation import (
     volume_peak,
     yaw_candidates,
 )
-from g2s_localization.registration.model import G2SRegistrationNet, ModelConfig, edge_features, erode, grey
+from g2s_localization.registration.model import (
+    G2SRegistrationNet, ModelConfig, camera_bev_pixels, edge_features, erode, grey,
+)
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "g2s_synthetic.safetensors"
 
@@ -151,14 +154,14 @@ class Registrar:
         """The pose, covariance and confidence a search result stands for (this registrar's temperature)."""
         return pose_from_scores(result.volume, self.temperature, result.peak, result.resolution)
 
-    def localize(self, image: NDArray[np.uint8], camera: PinholeCamera, tiles: TileCache, prior_lat: float,
+    def localize(self, image: NDArray[np.uint8], camera: CameraModel, tiles: TileCache, prior_lat: float,
                  prior_lon: float, prior_yaw: float, camera_height_m: float = 1.65, pitch: float = 0.0,
                  roll: float = 0.0, search_radius_m: float | None = None) -> RegistrationResult:
         """Register one RGB image against the tile cache around a prior (WGS84, ENU yaw), within
         ``search_radius_m`` of it (default and at most: the configured window)."""
         cfg = self.config
         patch = tiles.crop(prior_lat, prior_lon, prior_yaw, cfg.satellite_input_px, cfg.satellite_metres_per_px)
-        batch = live_batch(image, camera, camera_height_m, pitch, roll)
+        batch = live_batch(image, camera, camera_height_m, pitch, roll, cfg)
         batch["satellite"] = torch.from_numpy(patch.image).permute(2, 0, 1)[None].float() / 255.0
         if search_radius_m is not None and search_radius_m < cfg.search_radius_m:
             batch["search_radius_m"] = torch.tensor([float(search_radius_m)])
@@ -170,17 +173,21 @@ class Registrar:
                                   cov[0].cpu().numpy(), float(est.confidence[0]), patch.image)
 
 
-def live_batch(image: NDArray[np.uint8], camera: PinholeCamera, camera_height_m: float, pitch: float,
-               roll: float) -> dict[str, Tensor]:
-    """A batch of one from a live RGB image (no satellite entry); bad shapes raise ValueError."""
+def live_batch(image: NDArray[np.uint8], camera: CameraModel, camera_height_m: float, pitch: float,
+               roll: float, config: ModelConfig) -> dict[str, Tensor]:
+    """A batch of one from a live RGB image and its camera model (pinhole, raw with lens distortion,
+    or a panorama facing the prior heading), without the satellite entry: the BEV cell -> pixel map
+    comes from the model itself. Bad shapes raise ValueError."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
     if image.shape[:2] != (camera.height, camera.width):
         raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the camera is {camera.width}x{camera.height}")
     t = lambda x: torch.tensor([x], dtype=torch.float32)  # noqa: E731
+    pixels, seen = bev_pixels(camera.project, rotation_ground_from_camera(t(pitch), t(roll)), t(camera_height_m),
+                              config.bev_size, config.bev_metres_per_px)
     return {"image": torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0,
-            "K": torch.tensor(camera.matrix(), dtype=torch.float32)[None],
-            "camera_height": t(camera_height_m), "pitch": t(pitch), "roll": t(roll)}
+            "bev_pixels": pixels, "bev_seen": seen, "camera_height": t(camera_height_m), "pitch": t(pitch),
+            "roll": t(roll)}
 
 
 class LearnedRegistrar(Registrar):
@@ -212,8 +219,7 @@ class LearnedRegistrar(Registrar):
     @torch.no_grad()
     def ground_features(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         d = self.device
-        return self.net.ground_bev(batch["image"].to(d), batch["K"].to(d), batch["camera_height"].to(d),
-                                   batch["pitch"].to(d), batch["roll"].to(d))
+        return self.net.ground_bev(batch["image"].to(d), *camera_bev_pixels(batch, self.config, d))
 
     @torch.no_grad()
     def satellite_features(self, satellite: Tensor) -> Tensor:
@@ -237,12 +243,9 @@ class BaselineRegistrar(Registrar):
 
     @torch.no_grad()
     def ground_features(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        cfg, d = self.config, self.device
-        image = batch["image"].to(d)
+        image = batch["image"].to(self.device)
         h, w = image.shape[-2:]
-        R = rotation_ground_from_camera(batch["pitch"].to(d), batch["roll"].to(d))
-        grid, valid = bev_sampling_grid(batch["K"].to(d), R, batch["camera_height"].to(d), (w, h), cfg.bev_size,
-                                        cfg.bev_metres_per_px)
+        grid, valid = pixels_to_grid(*camera_bev_pixels(batch, self.config, self.device), (w, h))
         return edge_features(project_image_to_bev(grey(image), grid, valid)), erode(valid)
 
     @torch.no_grad()

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from g2s_localization.cameras.pinhole import PinholeCamera
+from g2s_localization.cameras.model import CameraModel
 from g2s_localization.geo.geodesy import EnuFrame, wrap_angle
 from g2s_localization.geo.tile_sources import TileError
 from g2s_localization.geo.tiles import TileCache
@@ -124,13 +124,13 @@ class Relocalizer:
     def reset(self) -> None:
         self.search.reset()
 
-    def observe(self, image: NDArray[np.uint8], camera: PinholeCamera, heading_yaw: float,
+    def observe(self, image: NDArray[np.uint8], camera: CameraModel, heading_yaw: float,
                 position_en: tuple[float, float] | None, camera_height_m: float = 1.65, pitch: float = 0.0,
                 roll: float = 0.0) -> ScoreMap:
         """Score this frame over the map and add it to the trajectory. Bad input raises ValueError."""
         if not all(math.isfinite(v) for v in (heading_yaw, camera_height_m, pitch, roll)):
             raise ValueError("relocalization needs a finite IMU heading and attitude")
-        batch = live_batch(image, camera, camera_height_m, pitch, roll)
+        batch = live_batch(image, camera, camera_height_m, pitch, roll, self.registrar.config)
         bev, mask = self.registrar.ground_features(batch)
         if isinstance(self.map, PlaceIndex):
             scores = self.map.scores(*self.map.describe(bev[0].cpu(), mask[0].cpu(), heading_yaw,
@@ -146,7 +146,7 @@ class Relocalizer:
         self.search.add(scores, position_en)
         return scores
 
-    def update(self, image: NDArray[np.uint8], camera: PinholeCamera, heading_yaw: float,
+    def update(self, image: NDArray[np.uint8], camera: CameraModel, heading_yaw: float,
                position_en: tuple[float, float] | None, camera_height_m: float = 1.65, pitch: float = 0.0,
                roll: float = 0.0) -> Relocalization:
         """Add this frame and relocalize it. Raises ValueError for bad input or when no candidate registers."""
@@ -154,7 +154,7 @@ class Relocalizer:
         self.observe(image, camera, heading_yaw, position_en, camera_height_m, pitch, roll)
         return self.relocalize(image, camera, heading_yaw, camera_height_m, pitch, roll, start)
 
-    def relocalize(self, image: NDArray[np.uint8], camera: PinholeCamera, heading_yaw: float,
+    def relocalize(self, image: NDArray[np.uint8], camera: CameraModel, heading_yaw: float,
                    camera_height_m: float = 1.65, pitch: float = 0.0, roll: float = 0.0,
                    start: float | None = None) -> Relocalization:
         """Register the newest observed frame (``image``) at the best places of the summed score maps."""

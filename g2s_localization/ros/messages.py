@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
+from g2s_localization.cameras.distortion import DistortedCamera
 from g2s_localization.cameras.pinhole import PinholeCamera
 from g2s_localization.geo.geodesy import quaternion_xyzw_to_yaw, yaw_to_quaternion_xyzw
 from g2s_localization.runtime.pipeline import Attitude, GnssFix
@@ -50,10 +51,18 @@ def rgb_to_image(msg_cls, header, rgb: NDArray[np.uint8]):
                    data=np.ascontiguousarray(rgb).tobytes())
 
 
-def camera_from_info(msg) -> PinholeCamera:
-    """Rectified intrinsics from CameraInfo (P if set, else K). Raises ValueError when unusable."""
+def camera_from_info(msg) -> PinholeCamera | DistortedCamera:
+    """The camera model of the images CameraInfo describes. With non-zero distortion coefficients the
+    images are raw: ``K`` plus the lens model (``plumb_bob``, ``rational_polynomial``,
+    ``equidistant``); without, a pinhole from ``P`` if set, else ``K``. Raises ValueError when
+    unusable (an unknown distortion model with non-zero coefficients included)."""
     p = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
     k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    d = tuple(float(x) for x in msg.d)
+    if any(x != 0.0 for x in d):
+        intrinsics = PinholeCamera(float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]), int(msg.width),
+                                   int(msg.height))
+        return DistortedCamera(intrinsics, str(msg.distortion_model), d)
     source = p[:, :3] if p[0, 0] > 0 else k
     return PinholeCamera(float(source[0, 0]), float(source[1, 1]), float(source[0, 2]), float(source[1, 2]),
                          int(msg.width), int(msg.height))

@@ -55,6 +55,7 @@ from g2s_localization.ros.node_config import PARAMETERS, ConfigurationError, ope
 from g2s_localization.runtime.pipeline import Frame, Localizer, Outcome, State
 from g2s_localization.runtime.sync import NearestBuffer
 
+CAMERA_INFO_WAIT_S = 1.0  # how long a frame waits for the first CameraInfo before it is BAD_INPUT
 LEVELS = {State.OK: DiagnosticStatus.OK, State.RELOCALIZED: DiagnosticStatus.OK,
           State.LOW_CONFIDENCE: DiagnosticStatus.WARN, State.NO_GNSS: DiagnosticStatus.WARN,
           State.STALE_IMU: DiagnosticStatus.WARN, State.INITIALIZING: DiagnosticStatus.WARN,
@@ -157,7 +158,7 @@ class G2SNode(Node):
 
     # ------------------------------------------------------------------ worker
     def _pair(self, frame: Frame) -> Frame:
-        """Attach the GNSS fix and IMU attitude nearest to the image time.
+        """Attach the GNSS fix and IMU attitude nearest to the image time, and the camera model.
 
         Messages of different topics arrive in any order, so wait (at most ``sync_slop_s`` of wall
         time) until each stream has reached the image stamp; slower streams then pair with their
@@ -168,11 +169,15 @@ class G2SNode(Node):
         while time.monotonic() < deadline and any(
                 (b.newest_stamp() or -math.inf) < frame.stamp_s for b in (self.fixes, self.attitudes)):
             time.sleep(0.002)
+        # the first CameraInfo may trail the first image (topics arrive in any order): wait for it
+        camera_deadline = time.monotonic() + max(slop, CAMERA_INFO_WAIT_S)
+        while frame.camera is None and self.camera is None and time.monotonic() < camera_deadline:
+            time.sleep(0.002)
         fix = self.fixes.nearest(frame.stamp_s, max(slop, self.p("max_gnss_age_s")))
         att = self.attitudes.nearest(frame.stamp_s, max(slop, self.p("max_imu_age_s")))
         odom = self.odom.nearest(frame.stamp_s, max(slop, 0.2))
-        return replace(frame, gnss=fix[1] if fix else None, attitude=att[1] if att else None,
-                       odometry=odom[1] if odom else None)
+        return replace(frame, camera=frame.camera or self.camera, gnss=fix[1] if fix else None,
+                       attitude=att[1] if att else None, odometry=odom[1] if odom else None)
 
     def _run(self) -> None:
         while not self._stop.is_set():

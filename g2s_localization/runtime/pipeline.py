@@ -14,7 +14,7 @@ from enum import IntEnum
 import numpy as np
 from numpy.typing import NDArray
 
-from g2s_localization.cameras.pinhole import PinholeCamera
+from g2s_localization.cameras.model import CameraModel
 from g2s_localization.geo.geodesy import EnuFrame
 from g2s_localization.geo.tile_sources import TileError
 from g2s_localization.geo.tiles import TileCache
@@ -59,7 +59,7 @@ class Attitude:
 class Frame:
     stamp_s: float
     image: NDArray[np.uint8] | None  # RGB (H, W, 3); None when the message could not be decoded
-    camera: PinholeCamera | None
+    camera: CameraModel | None  # pinhole, raw with lens distortion, or a panorama
     gnss: GnssFix | None
     attitude: Attitude | None
     image_error: str = ""

@@ -102,7 +102,7 @@ def prepare_place_samples(dataset: KittiRegistrationDataset, registrar: Registra
             ref = dataset.frames[index]
             drive = dataset.drives[ref.drive_index]
             fix, image, camera = drive.oxts(ref.frame), drive.image(ref.frame), drive.camera()
-            batch = live_batch(image, camera, dataset.camera_height_m, fix.pitch, fix.roll)
+            batch = live_batch(image, camera, dataset.camera_height_m, fix.pitch, fix.roll, registrar.config)
             bev, mask = registrar.ground_features(batch)
             d = fmap.nearest_heading(fix.yaw)
             query, inside = query_window(bev[0].cpu(), mask[0].cpu(), fix.yaw - float(fmap.headings[d]), config.pool)

@@ -26,7 +26,7 @@ from g2s_localization.registration.checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
-from g2s_localization.registration.model import G2SRegistrationNet, ModelConfig
+from g2s_localization.registration.model import G2SRegistrationNet, ModelConfig, camera_bev_pixels
 from g2s_localization.training.losses import (
     contrastive_translation_loss,
     gps_prior_loss,
@@ -96,9 +96,7 @@ class LossModule(torch.nn.Module):
         net, config = self.net, self.config
         device = net.log_temperature.device
         image, satellite = batch["image"].to(device), batch["satellite"].to(device)
-        K, height = batch["K"].to(device), batch["camera_height"].to(device)
-        pitch, roll = batch["pitch"].to(device), batch["roll"].to(device)
-        bev, mask = net.ground_bev(image, K, height, pitch, roll)
+        bev, mask = net.ground_bev(image, *camera_bev_pixels(batch, net.config, device))
         sat_features = net.satellite_features(satellite)
         volume = net.score_volume(bev, mask, sat_features)
         losses: dict[str, torch.Tensor] = {}
