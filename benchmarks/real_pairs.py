@@ -48,17 +48,18 @@ def main() -> int:
             name = f"overlay_{pair.id}_{registrar.name.split()[0]}.png"
             cv2.imwrite(str(args.out / name), cv2.cvtColor(overlay(pair, records), cv2.COLOR_RGB2BGR))
         results[registrar.name] = summary
-    print(f"REAL pairs: {len(pairs)} from {args.pairs}; {len(config.headings_deg)} pinhole cuts x "
-          f"{config.priors} priors (+-{config.prior_offset_m:.0f} m, +-{config.prior_yaw_deg:.0f} deg) x "
-          f"{config.scales} ground sample distances per pair")
+    print(f"REAL pairs: {len(pairs)} from {args.pairs}; per pair: {' and '.join(config.views)} views at "
+          f"{len(config.headings_deg)} headings x {config.priors} priors (+-{config.prior_offset_m:.0f} m; pinhole "
+          f"cuts also +-{config.prior_yaw_deg:.0f} deg) x {config.scales} ground sample distances")
     print("| registrar | frames | availability | confidently wrong | median position (m) | within 1 m | within 3 m "
           "| median yaw (deg) |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, summary in results.items():
-        f = summary.figures()
-        print(f"| {name} | {f['frames']} | {100 * f['availability']:.1f} % | {100 * f['confidently_wrong_rate']:.1f} % "
-              f"| {f['position_m_median']:.2f} | {100 * f['within_1m']:.1f} % | {100 * f['within_3m']:.1f} % "
-              f"| {f['yaw_deg_median']:.2f} |")
+    for summary in results.values():
+        for row in (summary, *summary.by_view().values()):
+            f = row.figures()
+            print(f"| {row.name} | {f['frames']} | {100 * f['availability']:.1f} % | "
+                  f"{100 * f['confidently_wrong_rate']:.1f} % | {f['position_m_median']:.2f} | "
+                  f"{100 * f['within_1m']:.1f} % | {100 * f['within_3m']:.1f} % | {f['yaw_deg_median']:.2f} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({n: s.figures() for n, s in results.items()}, indent=2))

@@ -138,8 +138,12 @@ def test_painted_pair_is_registered_and_scored(tmp_path: Path) -> None:
     config = RealPairsConfig(headings_deg=(0.0, 90.0), priors=2, prior_offset_m=4.0, scales=1)
     summary = RegistrarSummary("baseline", register_pair(BaselineRegistrar(device="cpu"), pair, config))
     figures = summary.figures()
-    assert figures["frames"] == 4
-    assert figures["position_m_median"] < 1.0, [r.error_m for r in summary.records]
+    assert figures["frames"] == 8
+    views = summary.by_view()
+    assert set(views) == {"pinhole", "panorama"}
+    for view in views.values():  # the whole panorama goes through its own camera model, not cuts
+        assert max(r.error_m for r in view.records) < 1.0, [r.error_m for r in view.records]
+    assert max(r.yaw_error_deg for r in views["panorama"].records) < 1.0
     assert 0.0 <= figures["confidently_wrong_rate"] <= figures["availability"] <= 1.0
 
 
@@ -160,7 +164,7 @@ def test_benchmark_writes_json(tmp_path: Path) -> None:
     assert set(figures) == {"g2s-net", "edge-ncc baseline"}
     for values in figures.values():
         assert {"confidently_wrong_rate", "availability", "position_m_median", "yaw_deg_median", "frames"} <= set(values)
-        assert values["frames"] == 4  # 4 headings x 1 prior x 1 scale (the range is a single value)
+        assert values["frames"] == 8  # 2 views x 4 headings x 1 prior x 1 scale (the range is a single value)
     assert len(list((tmp_path / "overlays").glob("overlay_painted_*.png"))) == 2
 
 

@@ -1,14 +1,14 @@
 """Registration on real cross-view pairs: is the answer right, and when it is wrong, does it say so?
 
-Each pair's panorama is cut into level pinhole views at several compass headings; each view is
-registered against a heading-aligned crop of the aerial image around priors drawn (fixed seed)
-inside the search window, with the aerial's unknown ground sample distance swept over its range.
-The priors' spread stands for the GNSS fix's reported covariance, which (as in the node) sets the
-search window and bounds where a published pose may lie.
-A frame counts as *published* when it passes every gate the node applies
-(:func:`g2s_localization.registration.reliability.withheld_reason` with the node's defaults); it is *confidently wrong* when it is
-published and more than 3 m off, or its truth lies outside its own 99 % ellipse (with the label's
-1.5 m per-axis uncertainty added).
+Each pair's panorama is registered whole (facing each of several compass headings, orientation
+known as in VIGOR) and as level pinhole views cut at those headings, against a heading-aligned
+crop of the aerial image around priors drawn (fixed seed) inside the search window, with the
+aerial's unknown ground sample distance swept over its range. The priors' spread stands for the
+GNSS fix's reported covariance, which (as in the node) sets the search window and bounds where a
+published pose may lie. A frame counts as *published* when it passes the node's gate
+(:func:`g2s_localization.registration.reliability.withheld_reason`, the node's defaults); it is
+*confidently wrong* when it is published and more than 3 m off, or its truth lies outside its
+own 99 % ellipse (with the label's 1.5 m per-axis uncertainty added).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from g2s_localization.cameras.pinhole import PinholeCamera
+from g2s_localization.cameras.model import CameraModel
 from g2s_localization.data.real_pairs import RealPair
 from g2s_localization.registration.registrars import Registrar, live_batch, to_map_frame
 from g2s_localization.registration.reliability import (
@@ -36,7 +36,8 @@ WRONG_M = 3.0
 class RealPairsConfig:
     """Defaults: 4 headings, 4 priors within +-8 m / +-8 deg, 3 scales across each pair's range."""
 
-    headings_deg: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)  # compass azimuths of the pinhole cuts
+    headings_deg: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)  # compass azimuths of the views
+    views: tuple[str, ...] = ("pinhole", "panorama")  # 90 deg cuts, and the whole panorama facing the heading
     priors: int = 4
     prior_offset_m: float = 8.0
     prior_yaw_deg: float = 8.0
@@ -50,6 +51,7 @@ class RealPairsConfig:
 @dataclass
 class FrameRecord:
     pair: str
+    view: str
     heading_deg: float
     metres_per_px: float
     error_east_m: float  # estimate - truth, ENU
@@ -71,6 +73,10 @@ class FrameRecord:
 class RegistrarSummary:
     name: str
     records: list[FrameRecord] = field(default_factory=list)
+
+    def by_view(self) -> dict[str, "RegistrarSummary"]:
+        views = sorted({r.view for r in self.records})
+        return {v: RegistrarSummary(f"{self.name} ({v})", [r for r in self.records if r.view == v]) for v in views}
 
     def figures(self) -> dict[str, float | int]:
         n = len(self.records)
@@ -111,24 +117,34 @@ def scales_of(pair: RealPair, count: int) -> list[float]:
 
 def register_pair(registrar: Registrar, pair: RealPair, config: RealPairsConfig = RealPairsConfig()
                   ) -> list[FrameRecord]:
-    """Every (scale, heading, prior) frame of one pair."""
+    """Every (scale, view, heading, prior) frame of one pair.
+
+    A pinhole cut's priors are off in position and yaw. The whole panorama is north-aligned, so its
+    orientation is known: it faces the prior heading exactly and only the position is off (VIGOR's
+    2-DoF protocol); the registrar still searches its yaw window."""
     rng = np.random.default_rng(config.seed + sum(map(ord, pair.id)))
     panorama, model = pair.load_ground()
     aerial = pair.load_aerial()
     height_m = float(np.mean(pair.camera_height_m_range))
     records = []
     for mpp in scales_of(pair, config.scales):
-        for heading in config.headings_deg:
-            view, camera = model.pinhole_view(panorama, heading, config.view_fov_deg, config.view_size)
-            true_yaw = math.pi / 2 - math.radians(heading)
-            offsets = rng.uniform(-config.prior_offset_m, config.prior_offset_m, (config.priors, 2))
-            yaw_offsets = np.radians(rng.uniform(-config.prior_yaw_deg, config.prior_yaw_deg, config.priors))
-            records += _register_view(registrar, pair, view, camera, height_m, aerial, mpp, heading, true_yaw,
-                                      offsets, yaw_offsets, config.prior_offset_m, config.gate)
+        for kind in config.views:
+            for heading in config.headings_deg:
+                true_yaw = math.pi / 2 - math.radians(heading)
+                offsets = rng.uniform(-config.prior_offset_m, config.prior_offset_m, (config.priors, 2))
+                yaw_offsets = np.radians(rng.uniform(-config.prior_yaw_deg, config.prior_yaw_deg, config.priors))
+                if kind == "pinhole":
+                    image, camera = model.pinhole_view(panorama, heading, config.view_fov_deg, config.view_size)
+                elif kind == "panorama":
+                    image, camera, yaw_offsets = panorama, model.facing(heading), np.zeros(config.priors)
+                else:
+                    raise ValueError(f"unknown view {kind!r}: pinhole or panorama")
+                records += _register_view(registrar, pair, kind, image, camera, height_m, aerial, mpp, heading,
+                                          true_yaw, offsets, yaw_offsets, config.prior_offset_m, config.gate)
     return records
 
 
-def _register_view(registrar: Registrar, pair: RealPair, view: NDArray[np.uint8], camera: PinholeCamera,
+def _register_view(registrar: Registrar, pair: RealPair, kind: str, view: NDArray[np.uint8], camera: CameraModel,
                    height_m: float, aerial: NDArray[np.uint8], mpp: float, heading: float, true_yaw: float,
                    offsets_en: NDArray, yaw_offsets: NDArray, prior_spread_m: float, gate: PipelineConfig
                    ) -> list[FrameRecord]:
@@ -158,9 +174,9 @@ def _register_view(registrar: Registrar, pair: RealPair, view: NDArray[np.uint8]
         confidence = float(estimate.confidence[i])
         withheld = withheld_reason(float(yaw[i]), cov[i].cpu().numpy(), confidence, gate.min_confidence,
                                    gate.max_position_std_m, offset[i].cpu().numpy(), prior_cov)
-        records.append(FrameRecord(pair.id, heading, mpp, *map(float, error_en), float(np.hypot(*error_en)), yaw_err,
-                                   confidence, position_std_m(cov[i].cpu().numpy()), not withheld, withheld,
-                                   inside))
+        records.append(FrameRecord(pair.id, kind, heading, mpp, *map(float, error_en), float(np.hypot(*error_en)),
+                                   yaw_err, confidence, position_std_m(cov[i].cpu().numpy()), not withheld,
+                                   withheld, inside))
     return records
 
 
