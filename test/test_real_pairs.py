@@ -14,7 +14,8 @@ import pytest
 
 from g2s_localization.cameras.equirectangular import EquirectangularCamera
 from g2s_localization.data.real_pairs import read_pairs
-from g2s_localization.evaluation.real_pairs import RealPairsConfig, RegistrarSummary, aerial_crop, register_pair
+from g2s_localization.evaluation.real_pairs import RealPairsConfig, RegistrarSummary, register_pair
+from g2s_localization.geo.tiles import crop_north_up
 from g2s_localization.registration.registrars import BaselineRegistrar
 from g2s_localization.registration.reliability import NON_FINITE, search_radius_m, withheld_reason
 
@@ -64,17 +65,22 @@ class TestEquirectangularCamera:
             model.pinhole_view(np.zeros((20, 100, 3), np.uint8), 0.0, 180.0, (32, 32))
 
 
-class TestAerialCrop:
+class TestCropNorthUp:
     def test_north_up_is_a_plain_crop(self) -> None:
         aerial = np.random.default_rng(0).integers(0, 255, (50, 60, 3), dtype=np.uint8)
-        crop = aerial_crop(aerial, (30.0, 20.0), 0.5, math.pi / 2, 11, 0.5)
+        crop = crop_north_up(aerial, (30.0, 20.0), 0.5, math.pi / 2, 11, 0.5)
         np.testing.assert_array_equal(crop, aerial[15:26, 25:36])
 
     def test_heading_east_turns_east_up(self) -> None:
         aerial = np.zeros((41, 41, 3), np.uint8)
         aerial[20, 30] = 255  # 10 px east of the centre
-        crop = aerial_crop(aerial, (20.0, 20.0), 1.0, 0.0, 41, 1.0)  # ENU yaw 0: east is up
+        crop = crop_north_up(aerial, (20.0, 20.0), 1.0, 0.0, 41, 1.0)  # ENU yaw 0: east is up
         assert np.unravel_index(crop[..., 0].argmax(), crop.shape[:2]) == (10, 20)
+
+    def test_border(self) -> None:
+        aerial = np.full((10, 10, 3), 200, np.uint8)
+        assert crop_north_up(aerial, (0.0, 0.0), 1.0, math.pi / 2, 5, 1.0)[0, 0, 0] == 0
+        assert crop_north_up(aerial, (0.0, 0.0), 1.0, math.pi / 2, 5, 1.0, replicate_border=True)[0, 0, 0] == 200
 
 
 def write_pairs(folder: Path, extra: str = "") -> Path:

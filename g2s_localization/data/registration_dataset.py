@@ -25,7 +25,7 @@ from g2s_localization.cameras.pinhole import PinholeCamera
 from g2s_localization.data.kitti_raw import GroundTruthPose, KittiRawDrive, find_drives
 from g2s_localization.geo.geodesy import EnuFrame, wrap_angle
 from g2s_localization.geo.tile_sources import open_tile_source
-from g2s_localization.geo.tiles import PatchGeoref, TileCache
+from g2s_localization.geo.tiles import PatchGeoref, TileCache, crop_north_up
 from g2s_localization.registration.model import ModelConfig
 
 KITTI_CAMERA_HEIGHT_M = 1.65
@@ -44,15 +44,8 @@ class SatmapImageSource:
 
     def crop(self, lat: float, lon: float, up_yaw: float, size: int, metres_per_px: float) -> np.ndarray:
         east, north, _ = EnuFrame(self.georef.centre_lat_deg, self.georef.centre_lon_deg).to_enu(lat, lon)
-        target = PatchGeoref(lat, lon, up_yaw, metres_per_px, size, size)
-        # affine: target pixel -> offset from the target centre -> source pixel
-        u = np.array([0.0, 1.0, 0.0])
-        v = np.array([0.0, 0.0, 1.0])
-        de, dn = target.pixel_to_offset(u, v)
-        su, sv = self.georef.offset_to_pixel(de + east, dn + north)
-        matrix = np.array([[su[1] - su[0], su[2] - su[0], su[0]], [sv[1] - sv[0], sv[2] - sv[0], sv[0]]])
-        return cv2.warpAffine(self.image, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT)
+        u, v = self.georef.offset_to_pixel(east, north)
+        return crop_north_up(self.image, (float(u), float(v)), self.georef.metres_per_px, up_yaw, size, metres_per_px)
 
 
 @dataclass(frozen=True)

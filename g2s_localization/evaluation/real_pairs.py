@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from g2s_localization.cameras.model import CameraModel
 from g2s_localization.data.real_pairs import RealPair
+from g2s_localization.geo.tiles import crop_north_up
 from g2s_localization.registration.registrars import Registrar, live_batch, to_map_frame
 from g2s_localization.registration.reliability import (
     CHI2_99_2DOF, position_std_m, search_radius_m, withheld_reason,
@@ -96,20 +97,6 @@ class RegistrarSummary:
         }
 
 
-def aerial_crop(aerial: NDArray[np.uint8], centre_px: tuple[float, float], aerial_metres_per_px: float,
-                up_yaw: float, size_px: int, metres_per_px: float) -> NDArray[np.uint8]:
-    """Square crop of a north-up aerial image centred on ``centre_px`` (x right, y down), turned so
-    that ENU yaw ``up_yaw`` points up, resampled to ``metres_per_px``; beyond the image, edge pixels."""
-    s, c = math.sin(up_yaw), math.cos(up_yaw)
-    k = metres_per_px / aerial_metres_per_px
-    # output (u, v) -> right = (u - o) k, forward = (o - v) k (aerial px); east = right s + forward c, ...
-    linear = np.array([[k * s, -k * c], [k * c, k * s]])  # rows: aerial x (east), aerial y (south)
-    o = (size_px - 1) / 2.0
-    offset = np.array(centre_px) - linear @ np.array([o, o])
-    return cv2.warpAffine(aerial, np.hstack([linear, offset[:, None]]), (size_px, size_px),
-                          flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-
-
 def scales_of(pair: RealPair, count: int) -> list[float]:
     lo, hi = pair.aerial_metres_per_px_range
     return [float(x) for x in np.linspace(lo, hi, count)] if count > 1 and hi > lo else [(lo + hi) / 2.0]
@@ -154,8 +141,8 @@ def _register_view(registrar: Registrar, pair: RealPair, kind: str, view: NDArra
     satellites = []
     for (east, north), yaw in zip(offsets_en, prior_yaw):
         centre = (pair.camera_px[0] + east / mpp, pair.camera_px[1] - north / mpp)
-        satellites.append(aerial_crop(aerial, centre, mpp, float(yaw), cfg.satellite_input_px,
-                                      cfg.satellite_metres_per_px))
+        satellites.append(crop_north_up(aerial, centre, mpp, float(yaw), cfg.satellite_input_px,
+                                        cfg.satellite_metres_per_px, replicate_border=True))
     batch = {k: v.expand(n, *v.shape[1:]) for k, v in live_batch(view, camera, height_m, 0.0, 0.0, cfg).items()}
     batch["satellite"] = torch.from_numpy(np.stack(satellites)).permute(0, 3, 1, 2).float() / 255.0
     # what a GNSS receiver would report for these priors: the covariance of their uniform spread

@@ -191,3 +191,21 @@ class TileCache:
             if self.tile(z, x, y) is not None:
                 return
         raise OutsideCoverageError(f"no tile at any zoom covers ({lat_deg:.6f}, {lon_deg:.6f})")
+
+
+def crop_north_up(image: NDArray[np.uint8], centre_px: tuple[float, float], image_metres_per_px: float,
+                  up_yaw_rad: float, size_px: int, metres_per_px: float, replicate_border: bool = False
+                  ) -> NDArray[np.uint8]:
+    """Square patch of a north-up image (an aerial photo, a KITTI ``satmap``) centred on
+    ``centre_px`` (x right, y down, pixel centres at integers), turned so that ENU yaw
+    ``up_yaw_rad`` points up, resampled to ``metres_per_px``. Beyond the image: black, or the edge
+    pixels with ``replicate_border``."""
+    s, c = math.sin(up_yaw_rad), math.cos(up_yaw_rad)
+    k = metres_per_px / image_metres_per_px
+    # patch (u, v) -> right = (u - o) k, forward = (o - v) k source pixels; then east right, south down
+    linear = np.array([[k * s, -k * c], [k * c, k * s]])
+    o = (size_px - 1) / 2.0
+    offset = np.asarray(centre_px, dtype=np.float64) - linear @ np.array([o, o])
+    return cv2.warpAffine(image, np.hstack([linear, offset[:, None]]), (size_px, size_px),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE if replicate_border else cv2.BORDER_CONSTANT)
