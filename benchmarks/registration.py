@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from g2s_localization.data.registration_dataset import KittiRegistrationDataset
+from g2s_localization.data.registration_sets import open_registration_dataset
 from g2s_localization.evaluation.metrics import format_table
 from g2s_localization.evaluation.registration_eval import evaluate, write_report
 from g2s_localization.registration.registrars import (
@@ -64,17 +64,23 @@ def latency_ms(registrar, sample: dict, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path("data/g2s_synth"))
-    parser.add_argument("--split", default="test2", help="test2 = cross-area, test1 = same-area")
+    parser.add_argument("--split", default="test2", help="test2 = cross-area, test1 = same-area (VIGOR: test)")
+    parser.add_argument("--dataset", choices=("kitti", "vigor"), default="kitti",
+                        help="layout under --root: KITTI raw (synthetic or real) or VIGOR (panoramas)")
+    parser.add_argument("--vigor-area", choices=("same", "cross"), default="cross")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--limit", type=int, default=None, help="evaluate at most this many frames")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--report", type=Path, default=Path("out/benchmark_registration"))
     args = parser.parse_args()
-    ensure_dataset(args.root, args.split)
+    if args.dataset == "kitti":
+        ensure_dataset(args.root, args.split)
 
     model = LearnedRegistrar.from_checkpoint(args.weights, device="cpu")
-    dataset = KittiRegistrationDataset(args.root, args.split, model.config, prior="perturbed", seed=2024)
-    print(f"{len(dataset)} frames, split '{args.split}' of {args.root} (SYNTHETIC), priors +-"
+    dataset = open_registration_dataset(args.dataset, args.root, args.split, model.config, "perturbed", 2024,
+                                        args.vigor_area)
+    kind = "SYNTHETIC unless real KITTI" if args.dataset == "kitti" else f"VIGOR {args.vigor_area}-area"
+    print(f"{len(dataset)} frames, split '{args.split}' of {args.root} ({kind}), priors +-"
           f"{model.config.search_radius_m:g} m / +-{model.config.yaw_range_deg:g} deg")
     registrars = [model, BaselineRegistrar(model.config, device="cpu"), PriorRegistrar(model.config)]
     # the covariance a GNSS receiver would report for priors of this (uniform) spread

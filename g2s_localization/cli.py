@@ -70,7 +70,7 @@ def _calibrate(args: argparse.Namespace) -> None:
     import yaml
 
     from g2s_localization.config import from_dict, to_dict
-    from g2s_localization.data.registration_dataset import KittiRegistrationDataset
+    from g2s_localization.data.registration_sets import open_registration_dataset
     from g2s_localization.evaluation.registration_eval import calibrate_temperature
     from g2s_localization.registration.checkpoints import read_checkpoint, save_checkpoint
     from g2s_localization.registration.model import ModelConfig
@@ -84,7 +84,8 @@ def _calibrate(args: argparse.Namespace) -> None:
         model_dict = {**to_dict(registrar.config), **{k: yaml.safe_load(v) for k, v in overrides.items()}}
         registrar.config = registrar.net.config = from_dict(ModelConfig, model_dict, "search")
         meta["config"] = {**meta["config"], "model": model_dict}
-    dataset = KittiRegistrationDataset(args.root, args.split, registrar.config, prior="perturbed", seed=args.seed)
+    dataset = open_registration_dataset(args.dataset, args.root, args.split, registrar.config, "perturbed", args.seed,
+                                        args.vigor_area)
     temperature, coverage = calibrate_temperature(registrar, dataset, limit=args.limit, progress=True)
     extra = {**meta.get("extra", {}), "calibrated_temperature": temperature, "calibration_split": args.split,
              "calibration_coverage_95": coverage, "note": "trained and calibrated on SYNTHETIC data"}
@@ -227,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="fit the covariance temperature and export inference weights")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--root", type=Path, default=Path("data/g2s_synth"))
-    p.add_argument("--split", default="val2", help="labelled validation split (an unseen town)")
+    p.add_argument("--split", default="val2", help="labelled validation split (an unseen town; VIGOR: train/test)")
+    p.add_argument("--dataset", choices=("kitti", "vigor"), default="kitti", help="layout under --root")
+    p.add_argument("--vigor-area", choices=("same", "cross"), default="same")
     p.add_argument("--limit", type=int, default=120)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, required=True)

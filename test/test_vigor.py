@@ -51,3 +51,109 @@ def test_bad_names(tmp_path: Path) -> None:
         parse_panorama_name("nocommas.jpg")
     with pytest.raises(ValueError, match="unknown VIGOR city"):
         read_vigor(tmp_path, ("Atlantis",))
+
+
+def write_image_fixture(root: Path, city: str = "Chicago") -> tuple[str, float]:
+    """A VIGOR-layout city whose one panorama (north at the centre column, 2.5 m up) sees the flat
+    ground of its satellite image: random patches, so every position is distinct."""
+    import cv2
+
+    from g2s_localization.cameras.equirectangular import EquirectangularCamera
+
+    mpp = VIGOR_METRES_PER_PX[city]
+    (root / city / "panorama").mkdir(parents=True)
+    (root / city / "satellite").mkdir(parents=True)
+    labels = root / "splits__corrected" / city
+    labels.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    satellite = np.full((640, 640, 3), 90, np.uint8)
+    for _ in range(700):
+        x, y = rng.integers(0, 640, 2)
+        w, h = rng.integers(6, 50, 2)
+        satellite[y:y + h, x:x + w] = rng.integers(0, 255)
+    sat_name = "satellite_41.883760_-87.628230.png"
+    cv2.imwrite(str(root / city / "satellite" / sat_name), satellite)
+    pano_name = "pano,41.883790,-87.628200,.jpg"  # 3.3 m north, 2.5 m east of the satellite centre
+    (sample,) = [s for s in [read_vigor_sample(root, city, pano_name, sat_name)]]
+    u0, v0 = sample.pixel
+    model = EquirectangularCamera.full_sphere(1024, 512, -180.0)
+    u, v = np.meshgrid(np.arange(1024), np.arange(512))
+    azimuth, elevation = model.pixel_to_direction(u, v)
+    below = elevation < -0.02
+    dist = np.where(below, 2.5 / np.tan(-np.where(below, elevation, -1.0)), 0.0)
+    px, py = u0 + dist * np.sin(azimuth) / mpp, v0 - dist * np.cos(azimuth) / mpp
+    panorama = cv2.remap(satellite, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR)
+    panorama[~below] = (230, 200, 160)
+    cv2.imwrite(str(root / city / "panorama" / pano_name), panorama, [cv2.IMWRITE_JPEG_QUALITY, 98])
+    (labels / "pano_label_balanced.txt").write_text(f"{pano_name} {sat_name} 0 0" + " x.png 0 0" * 3 + "\n")
+    for split in ("train", "test"):
+        (labels / f"same_area_balanced_{split}.txt").write_text(pano_name + "\n")
+    return city, mpp
+
+
+def read_vigor_sample(root: Path, city: str, pano: str, sat: str):
+    from g2s_localization.data.vigor import VigorSample, parse_satellite_name
+
+    return VigorSample(city, root / city / "panorama" / pano, root / city / "satellite" / sat,
+                       *parse_panorama_name(pano), *parse_satellite_name(sat))
+
+
+SMALL = dict(bev_size=80, bev_metres_per_px=0.4, search_radius_m=8.0, yaw_range_deg=4.0, yaw_step_deg=2.0)
+
+
+def test_panorama_sample_is_registered(tmp_path: Path) -> None:
+    """The VIGOR path end to end: panorama -> panorama camera model -> BEV -> registration."""
+    import torch
+
+    from g2s_localization.data.registration_sets import open_registration_dataset
+    from g2s_localization.registration.model import ModelConfig
+    from g2s_localization.registration.registrars import BaselineRegistrar, to_map_frame
+
+    write_image_fixture(tmp_path)
+    config = ModelConfig(**SMALL)
+    dataset = open_registration_dataset("vigor", tmp_path, "test", config, "perturbed", seed=3,
+                                        vigor_cities=("Chicago",))
+    item = dataset[0]
+    assert item["bev_pixels"].shape == (80, 80, 2) and bool(item["bev_seen"].all())
+    batch = {k: v.unsqueeze(0) for k, v in item.items()}
+    registrar = BaselineRegistrar(config, device="cpu")
+    estimate = registrar.estimate(batch)
+    found = torch.stack([estimate.forward_m, estimate.left_m], -1)[0]
+    assert float(torch.linalg.norm(found - item["target"][:2])) < 1.0, (found, item["target"])
+    gnss = open_registration_dataset("vigor", tmp_path, "test", config, "gnss", vigor_cities=("Chicago",))[0]  # prior: the image centre
+    assert gnss["prior_latlon"].tolist() == pytest.approx([41.883760, -87.628230])
+    offset, _, _ = to_map_frame(registrar.estimate({k: v.unsqueeze(0) for k, v in gnss.items()}),
+                                gnss["prior_yaw"][None])
+    assert offset[0].tolist() == pytest.approx([2.5, 3.3], abs=1.0)  # east, north of the satellite centre
+
+
+def test_train_runs_on_vigor_layout(tmp_path: Path) -> None:
+    import yaml
+
+    from g2s_localization.cli import main
+    from g2s_localization.registration.checkpoints import read_checkpoint
+
+    write_image_fixture(tmp_path / "VIGOR")
+    model = {**SMALL, "ground_width": 128, "ground_height": 64, "feature_dim": 4, "width": 8}
+    config = {"dataset": "vigor", "dataset_root": str(tmp_path / "VIGOR"), "split": "train", "epochs": 1,
+              "vigor_cities": ["Chicago"], "max_steps": 2, "batch_size": 1, "num_workers": 0, "contrastive_loss_weight": 0.0,
+              "out_dir": str(tmp_path / "run"), "model": model}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(tmp_path / "cfg.yaml")]) == 0
+    _, meta = read_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert meta["step"] == 1  # one panorama, batch 1, one epoch
+
+
+def test_registration_benchmark_runs_on_vigor(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for city in VIGOR_METRES_PER_PX:
+        write_image_fixture(tmp_path / "VIGOR", city)
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "registration.py"
+    result = subprocess.run([sys.executable, str(bench), "--dataset", "vigor", "--root", str(tmp_path / "VIGOR"),
+                             "--split", "test", "--vigor-area", "cross", "--repeats", "1", "--report",
+                             str(tmp_path / "report")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 frames, split 'test'" in result.stdout and "VIGOR cross-area" in result.stdout  # SF + Chicago
+    assert (tmp_path / "report" / "metrics.json").is_file()

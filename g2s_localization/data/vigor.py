@@ -15,12 +15,22 @@ protocol: train on NewYork + Seattle, test on SanFrancisco + Chicago.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
+from g2s_localization.cameras.bev import bev_pixels
+from g2s_localization.cameras.equirectangular import EquirectangularCamera
+from g2s_localization.cameras.pinhole import rotation_ground_from_camera
+from g2s_localization.data.real_pairs import read_rgb
+from g2s_localization.data.registration_dataset import SatmapImageSource
 from g2s_localization.geo.geodesy import EnuFrame
+from g2s_localization.registration.model import ModelConfig
 
 # Ground resolution of the 640 px satellite images, metres per pixel (corrected labels).
 VIGOR_METRES_PER_PX = {"NewYork": 0.113248, "Seattle": 0.100817, "SanFrancisco": 0.118141, "Chicago": 0.111262}
@@ -104,3 +114,74 @@ def localization_errors_m(samples: list[VigorSample], predicted_px: np.ndarray) 
     truth = np.array([s.pixel for s in samples])
     mpp = np.array([VIGOR_METRES_PER_PX[s.city] for s in samples])
     return np.linalg.norm(np.asarray(predicted_px) - truth, axis=1) * mpp
+
+
+class VigorRegistrationDataset(Dataset):
+    """VIGOR panoramas as registration samples, through the panorama camera model.
+
+    Panoramas are north-aligned (north at the centre column, as in CVUSA; ``azimuth_at_column0_deg``
+    otherwise), so the orientation is known: each sample faces a heading drawn per sample (seeded)
+    and the prior differs from the truth in position only (the 2-DoF protocol). Priors: ``"gnss"``
+    is the centre of the positive satellite image (the coarse label weak training may use);
+    ``"perturbed"`` is the truth offset uniformly within the search window (evaluation). Keys as
+    :class:`~g2s_localization.data.registration_dataset.KittiRegistrationDataset`, with
+    ``bev_pixels``/``bev_seen`` from the panorama model in place of ``K``. ``cities`` narrows the
+    protocol's cities (all four for same-area; the split's pair for cross-area).
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", area: str = "same",
+                 config: ModelConfig = ModelConfig(), prior: str = "gnss", seed: int = 0,
+                 camera_height_m: float = 2.5, panorama_size: tuple[int, int] = (1024, 512),
+                 azimuth_at_column0_deg: float = -180.0, label_dir: str = "splits__corrected",
+                 cities: tuple[str, ...] = ()) -> None:
+        if prior not in ("gnss", "perturbed"):
+            raise ValueError(f"prior must be 'gnss' or 'perturbed', got {prior!r}")
+        if area not in ("same", "cross") or split not in ("train", "test"):
+            raise ValueError(f"area must be same or cross and split train or test, got {area!r}, {split!r}")
+        cities = cities or (tuple(VIGOR_METRES_PER_PX) if area == "same" else CROSS_AREA[split])
+        self.samples = read_vigor(root, cities, split, area, label_dir)
+        if not self.samples:
+            raise FileNotFoundError(f"no VIGOR samples for {area}-area {split} under {root}")
+        self.config, self.prior, self.seed, self.camera_height_m = config, prior, seed, camera_height_m
+        self.panorama_size, self.azimuth_at_column0_deg = panorama_size, azimuth_at_column0_deg
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = self.samples[index]
+        rng = np.random.default_rng([self.seed, index])
+        heading_deg = float(rng.uniform(0.0, 360.0))
+        yaw = math.pi / 2 - math.radians(heading_deg)
+        truth = EnuFrame(sample.pano_lat, sample.pano_lon)
+        if self.prior == "gnss":
+            prior_lat, prior_lon = sample.sat_lat, sample.sat_lon
+        else:
+            r = self.config.search_radius_m
+            lat, lon, _ = truth.to_geodetic(np.array([*rng.uniform(-r, r, 2), 0.0]))
+            prior_lat, prior_lon = float(lat), float(lon)
+        east, north, _ = EnuFrame(prior_lat, prior_lon).to_enu(sample.pano_lat, sample.pano_lon)
+        c, s = math.cos(yaw), math.sin(yaw)
+        panorama = cv2.resize(read_rgb(sample.panorama), self.panorama_size, interpolation=cv2.INTER_AREA)
+        width, height = self.panorama_size
+        model = EquirectangularCamera.full_sphere(width, height, self.azimuth_at_column0_deg).facing(heading_deg)
+        zero = torch.zeros(1)
+        pixels, seen = bev_pixels(model.project, rotation_ground_from_camera(zero, zero),
+                                  torch.tensor([self.camera_height_m]), self.config.bev_size,
+                                  self.config.bev_metres_per_px)
+        source = SatmapImageSource(sample.satellite, sample.sat_lat, sample.sat_lon, VIGOR_METRES_PER_PX[sample.city])
+        satellite = source.crop(prior_lat, prior_lon, yaw, self.config.satellite_input_px,
+                                self.config.satellite_metres_per_px)
+        return {
+            "image": torch.from_numpy(panorama).permute(2, 0, 1).float() / 255.0,
+            "bev_pixels": pixels[0], "bev_seen": seen[0],
+            "camera_height": torch.tensor(self.camera_height_m, dtype=torch.float32),
+            "pitch": torch.tensor(0.0), "roll": torch.tensor(0.0),
+            "satellite": torch.from_numpy(satellite).permute(2, 0, 1).float() / 255.0,
+            "prior_yaw": torch.tensor(yaw, dtype=torch.float64),
+            "prior_latlon": torch.tensor([prior_lat, prior_lon], dtype=torch.float64),
+            "true_latlon": torch.tensor([sample.pano_lat, sample.pano_lon], dtype=torch.float64),
+            "true_yaw": torch.tensor(yaw, dtype=torch.float64),
+            "target": torch.tensor([east * c + north * s, -east * s + north * c, 0.0], dtype=torch.float32),
+            "index": torch.tensor(index),
+        }

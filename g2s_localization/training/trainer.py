@@ -16,10 +16,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from g2s_localization.cameras.bev import bev_sampling_grid
-from g2s_localization.cameras.pinhole import rotation_ground_from_camera
+from g2s_localization.cameras.bev import pixels_to_grid
 from g2s_localization.config import to_dict
-from g2s_localization.data.registration_dataset import KittiRegistrationDataset
+from g2s_localization.data.registration_sets import open_registration_dataset
 from g2s_localization.registration.checkpoints import (
     load_model_weights,
     load_optimizer_state,
@@ -38,8 +37,11 @@ from g2s_localization.training.losses import (
 
 @dataclass(frozen=True)
 class TrainConfig:
+    dataset: str = "kitti"  # "kitti" (KITTI raw layout, real or synthetic) or "vigor"
     dataset_root: str = "data/g2s_synth"
     split: str = "train"
+    vigor_area: str = "same"  # VIGOR: "same" or "cross" area protocol
+    vigor_cities: tuple[str, ...] = ()  # VIGOR: narrow the protocol's cities; () = all of them
     supervision: str = "weak"  # "weak": noisy GNSS/compass only; "full": ground-truth poses
     epochs: int = 3
     max_steps: int = 0  # 0 = no limit
@@ -79,9 +81,7 @@ def fov_mask(net: G2SRegistrationNet, batch: dict[str, torch.Tensor], device: to
     cfg = net.config
     image = batch["image"]
     h, w = image.shape[-2:]
-    R = rotation_ground_from_camera(batch["pitch"].to(device), batch["roll"].to(device))
-    _, valid = bev_sampling_grid(batch["K"].to(device), R, batch["camera_height"].to(device), (w, h), cfg.bev_size,
-                                 cfg.bev_metres_per_px)
+    _, valid = pixels_to_grid(*camera_bev_pixels(batch, cfg, device), (w, h))
     return valid
 
 
@@ -122,7 +122,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     torch.manual_seed(config.seed + rank)
     out = Path(config.out_dir)
     prior = "gnss" if config.supervision == "weak" else "perturbed"
-    dataset = KittiRegistrationDataset(config.dataset_root, config.split, config.model, prior=prior, seed=config.seed)
+    dataset = open_registration_dataset(config.dataset, config.dataset_root, config.split, config.model, prior,
+                                        config.seed, config.vigor_area, config.vigor_cities)
     sampler = DistributedSampler(dataset, world, rank, seed=config.seed) if world > 1 else \
         RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed))
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,

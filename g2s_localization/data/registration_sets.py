@@ -1,0 +1,24 @@
+"""One entry point to the registration datasets, so training, calibration and benchmarks take
+KITTI-layout drives (real KITTI or the synthetic set) and VIGOR alike."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from g2s_localization.data.registration_dataset import KittiRegistrationDataset
+from g2s_localization.data.vigor import VigorRegistrationDataset
+from g2s_localization.registration.model import ModelConfig
+
+KINDS = ("kitti", "vigor")
+
+
+def open_registration_dataset(kind: str, root: str | Path, split: str, config: ModelConfig, prior: str,
+                              seed: int = 0, vigor_area: str = "same", vigor_cities: tuple[str, ...] = ()) -> Dataset:
+    """``kind`` ``"kitti"``: ``<root>/<split>_files.txt`` of a KITTI raw layout; ``"vigor"``: VIGOR's
+    ``same``/``cross`` area ``train``/``test`` split. ``prior`` ``"gnss"`` (weak labels) or ``"perturbed"``."""
+    if kind == "kitti":
+        return KittiRegistrationDataset(root, split, config, prior=prior, seed=seed)
+    if kind == "vigor":
+        return VigorRegistrationDataset(root, split, vigor_area, config, prior=prior, seed=seed, cities=vigor_cities)
+    raise ValueError(f"dataset must be one of {KINDS}, got {kind!r}")
