@@ -19,6 +19,8 @@ from g2s_localization.geo.tiles import crop_north_up
 from g2s_localization.registration.registrars import BaselineRegistrar
 from g2s_localization.registration.reliability import NON_FINITE, search_radius_m, withheld_reason
 
+from flat_ground import panorama_on_ground, random_patches  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -86,22 +88,9 @@ class TestCropNorthUp:
 def write_pairs(folder: Path, extra: str = "") -> Path:
     """A painted pair: flat ground of random patches (no repeating pattern, so every pose is
     distinct) seen by a level panorama 2 m up, and the same ground north-up at 0.2 m/px."""
-    rng = np.random.default_rng(3)
-    aerial = np.full((600, 600, 3), 70, np.uint8)
-    for _ in range(400):
-        x, y = rng.integers(0, 600, 2)
-        w, h = rng.integers(4, 40, 2)
-        aerial[y:y + h, x:x + w] = rng.integers(0, 255)
+    aerial = random_patches(600, 400, seed=3)
     cv2.imwrite(str(folder / "aerial0.png"), aerial)
-    model = EquirectangularCamera(720, 180, 120.0, -180.0)
-    u, v = np.meshgrid(np.arange(720), np.arange(180))
-    azimuth, elevation = model.pixel_to_direction(u, v)
-    below = elevation < -0.01
-    dist = np.where(below, 2.0 / np.tan(-np.where(below, elevation, -1.0)), 0.0)
-    east, north = dist * np.sin(azimuth), dist * np.cos(azimuth)
-    px, py = 300 + east / 0.2, 300 - north / 0.2
-    ground = cv2.remap(aerial, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR)
-    ground[~below] = (200, 160, 120)
+    ground = panorama_on_ground(aerial, (300.0, 300.0), 0.2, EquirectangularCamera(720, 180, 120.0, -180.0), 2.0)
     cv2.imwrite(str(folder / "ground0.png"), ground)
     (folder / "pairs.yaml").write_text(
         "defaults:\n  ground_model: equirectangular_band\n  camera_height_m_range: [2.0, 2.0]\n"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from g2s_localization.data.vigor import VIGOR_METRES_PER_PX, localization_errors_m, parse_panorama_name, read_vigor
+from flat_ground import panorama_on_ground, random_patches  # noqa: E402
 
 
 def write_fixture(root: Path) -> None:
@@ -65,25 +66,13 @@ def write_image_fixture(root: Path, city: str = "Chicago") -> tuple[str, float]:
     (root / city / "satellite").mkdir(parents=True)
     labels = root / "splits__corrected" / city
     labels.mkdir(parents=True)
-    rng = np.random.default_rng(5)
-    satellite = np.full((640, 640, 3), 90, np.uint8)
-    for _ in range(700):
-        x, y = rng.integers(0, 640, 2)
-        w, h = rng.integers(6, 50, 2)
-        satellite[y:y + h, x:x + w] = rng.integers(0, 255)
+    satellite = random_patches(640, 700, seed=5, background=90)
     sat_name = "satellite_41.883760_-87.628230.png"
     cv2.imwrite(str(root / city / "satellite" / sat_name), satellite)
     pano_name = "pano,41.883790,-87.628200,.jpg"  # 3.3 m north, 2.5 m east of the satellite centre
-    (sample,) = [s for s in [read_vigor_sample(root, city, pano_name, sat_name)]]
-    u0, v0 = sample.pixel
-    model = EquirectangularCamera.full_sphere(1024, 512, -180.0)
-    u, v = np.meshgrid(np.arange(1024), np.arange(512))
-    azimuth, elevation = model.pixel_to_direction(u, v)
-    below = elevation < -0.02
-    dist = np.where(below, 2.5 / np.tan(-np.where(below, elevation, -1.0)), 0.0)
-    px, py = u0 + dist * np.sin(azimuth) / mpp, v0 - dist * np.cos(azimuth) / mpp
-    panorama = cv2.remap(satellite, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR)
-    panorama[~below] = (230, 200, 160)
+    u0, v0 = read_vigor_sample(root, city, pano_name, sat_name).pixel
+    panorama = panorama_on_ground(satellite, (u0, v0), mpp, EquirectangularCamera.full_sphere(1024, 512, -180.0),
+                                  2.5)
     cv2.imwrite(str(root / city / "panorama" / pano_name), panorama, [cv2.IMWRITE_JPEG_QUALITY, 98])
     (labels / "pano_label_balanced.txt").write_text(f"{pano_name} {sat_name} 0 0" + " x.png 0 0" * 3 + "\n")
     for split in ("train", "test"):
