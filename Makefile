@@ -9,6 +9,7 @@ STAMP := $(VENV)/.g2s-ready
 SETUP_INPUTS := requirements.txt requirements-build.txt setup.py $(wildcard msg/*.msg) \
                 $(wildcard interfaces/*/CMakeLists.txt interfaces/*/package.xml interfaces/*/msg/*.msg)
 PYTEST_ARGS ?= -q
+ROS_CLI ?= ../shared/ros-cli
 
 .PHONY: setup demo test bench clean
 
@@ -24,6 +25,8 @@ $(STAMP): $(SETUP_INPUTS) | $(VPY)
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
 	    BUILD_DIR=build/interfaces bash scripts/build_interfaces.sh interfaces
 	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
+	if [ -f $(ROS_CLI)/install.sh ]; then bash $(ROS_CLI)/install.sh $(VENV) build/ros-cli; \
+	else echo "no $(ROS_CLI): ros2 launch / run / pkg not installed (tests that need them skip)"; fi
 	touch $@
 
 demo: setup

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import queue
+import signal
 import sys
 import threading
 import time
@@ -267,6 +268,8 @@ class G2SNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
+    """Run the node until SIGINT / SIGTERM (Ctrl-C, ``ros2 launch`` stopping it): exit 0, no traceback;
+    1 when the configuration is unusable."""
     rclpy.init(args=args if args is not None else sys.argv)
     node = G2SNode()
     try:
@@ -281,6 +284,9 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # a launch system may signal twice (the process group and the process): finish cleaning up
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         node.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
