@@ -153,7 +153,13 @@ def _replay(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from g2s_localization.evaluation.replay_eval import evaluate_bag
 
-    report = evaluate_bag(args.bag, args.tiles, args.out, weights=args.weights, rate=args.rate)
+    datum = None
+    if args.datum:
+        try:
+            datum = tuple(float(v) for v in (args.datum.split(",") + ["0"])[:3])
+        except ValueError as exc:
+            raise ValueError(f"--datum must be LAT,LON[,ALT], got {args.datum!r}") from exc
+    report = evaluate_bag(args.bag, args.tiles, args.out, weights=args.weights, rate=args.rate, datum=datum)
     print(report.read_text())
     print(f"report and plots in {report.parent}")
 
@@ -264,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_build_feature_map)
 
     p = sub.add_parser("replay", help="publish a rosbag2 over DDS with /clock")
-    p.add_argument("bag", type=Path)
+    p.add_argument("bag", type=Path, help="rosbag2 folder, bare .mcap / .db3, or a folder holding one")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
     p.add_argument("--loops", type=int, default=1, help="play the bag this many times (clock jumps back)")
     p.add_argument("--wait-for", nargs="*", default=[], metavar="TOPIC",
@@ -273,11 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_replay)
 
     p = sub.add_parser("evaluate", help="replay a bag through g2s_node and score it against ground truth")
-    p.add_argument("bag", type=Path)
+    p.add_argument("bag", type=Path, help="rosbag2 folder, bare .mcap / .db3, or a folder holding one")
     p.add_argument("--tiles", type=Path, required=True, help="tile folder or .mbtiles")
     p.add_argument("--out", type=Path, default=Path("out/evaluation"))
     p.add_argument("--weights", default="", help="'' = shipped weights, 'baseline', or a .safetensors path")
     p.add_argument("--rate", type=float, default=1.0)
+    p.add_argument("--datum", default=None, help="LAT,LON[,ALT] of the bag's map origin, when its metadata lacks it")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("demo", help="build the default synthetic world and drive and show the pipeline")

@@ -2,18 +2,25 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from g2s_localization.cli import main
-from g2s_localization.data.bag_io import kitti_to_bag
+from g2s_localization.data.bag_io import kitti_to_bag, read_bag_datum
 
 
 def test_evaluate_a_bag_through_the_node(small_dataset: Path, small_world_dir: Path, tmp_path: Path) -> None:
+    """As a bag from another tool arrives: a folder holding only the .mcap (no metadata.yaml), so
+    the map datum is given on the command line."""
     drive = small_dataset / "raw_data" / "2026_01_01" / "2026_01_01_drive_0007_sync"
     bag = kitti_to_bag(drive, tmp_path / "bag", progress=False)
+    datum = read_bag_datum(bag)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    shutil.copy(next(bag.glob("*.mcap")), foreign / "drive.mcap")
     out = tmp_path / "eval"
-    assert main(["evaluate", str(bag), "--tiles", str(small_world_dir / "area.mbtiles"), "--weights", "baseline",
-                 "--out", str(out), "--rate", "0.25"]) == 0
+    assert main(["evaluate", str(foreign), "--tiles", str(small_world_dir / "area.mbtiles"), "--weights", "baseline",
+                 "--out", str(out), "--rate", "0.25", "--datum", ",".join(map(repr, datum))]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["frames"] == 10
     assert metrics["poses"] >= 6, metrics  # a queue of one may drop a frame while the registrar is busy

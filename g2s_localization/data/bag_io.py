@@ -165,8 +165,13 @@ def _navsatfix(ts, header, lat: float, lon: float, alt: float, sigma_m: float | 
 
 
 def read_bag_datum(bag_path: str | Path) -> tuple[float, float, float] | None:
-    """The map datum a bag was written with, or None for bags from elsewhere."""
-    meta = yaml.safe_load((Path(bag_path) / "metadata.yaml").read_text())
+    """The map datum a bag was written with (``metadata.yaml`` custom data, beside a bare storage
+    file too), or None for bags from elsewhere."""
+    path = Path(bag_path)
+    meta_file = (path if path.is_dir() else path.parent) / "metadata.yaml"
+    if not meta_file.is_file():
+        return None
+    meta = yaml.safe_load(meta_file.read_text()) or {}
     custom = meta.get("rosbag2_bagfile_information", {}).get("custom_data") or {}
     if not all(k in custom for k in DATUM_KEYS):
         return None

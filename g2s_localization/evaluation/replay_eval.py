@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rosbags.rosbag2 import Reader
 
 from g2s_localization.data.bag_io import TOPICS, read_bag_datum, typestore
 from g2s_localization.evaluation.metrics import format_table, frame_errors, summarize
 from g2s_localization.geo.geodesy import EnuFrame, quaternion_xyzw_to_yaw
 from g2s_localization.ros.recorder import run_node_on_bag
+from g2s_localization.ros.replay import open_bag, resolve_bag
 from g2s_localization.runtime.ekf import run_filter
 
 
@@ -40,7 +40,7 @@ def read_truth(bag: str | Path, datum: EnuFrame) -> BagTruth:
     gt, fixes, imus, odoms = [], [], [], []
     wanted = {TOPICS["gt_pose"], TOPICS["fix"], TOPICS["imu"], TOPICS["odom"]}
     ts = typestore()
-    with Reader(bag) as reader:  # only these topics: the images are most of the bag
+    with open_bag(bag) as reader:  # only these topics: the images are most of the bag
         for conn, stamp, raw in reader.messages(connections=[c for c in reader.connections if c.topic in wanted]):
             m = ts.deserialize_cdr(raw, conn.msgtype)
             if conn.topic == TOPICS["gt_pose"]:
@@ -55,9 +55,12 @@ def read_truth(bag: str | Path, datum: EnuFrame) -> BagTruth:
                 imus.append((stamp, quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w))))
             elif conn.topic == TOPICS["odom"]:
                 odoms.append((stamp, m.twist.twist.linear.x, m.twist.twist.angular.z))
-    for name, found in (("ground truth pose", gt), ("GNSS", fixes), ("IMU", imus), ("odometry", odoms)):
+    for name, key, found in (("ground-truth pose", "gt_pose", gt), ("GNSS", "fix", fixes), ("IMU", "imu", imus),
+                             ("odometry", "odom", odoms)):
         if not found:
-            raise ValueError(f"{bag} has no {name} messages; write it with g2s kitti-to-bag")
+            raise ValueError(f"{bag} has no {name} messages on {TOPICS[key]}: evaluation needs "
+                             f"{', '.join(TOPICS[k] for k in ('gt_pose', 'fix', 'imu', 'odom'))} as g2s kitti-to-bag "
+                             f"writes them (see README, 'Your own bag')")
     gt_a, fix_a, imu_a, odom_a = (np.array(x, dtype=np.float64) for x in (gt, fixes, imus, odoms))
     stamps = gt_a[:, 0].astype(np.int64)
     return BagTruth(stamps, gt_a[:, 1:4], _nearest(fix_a[:, 0], fix_a[:, 1:3], stamps),
@@ -65,14 +68,16 @@ def read_truth(bag: str | Path, datum: EnuFrame) -> BagTruth:
                     _nearest(odom_a[:, 0], odom_a[:, 1], stamps), _nearest(odom_a[:, 0], odom_a[:, 2], stamps))
 
 
-def evaluate_bag(bag: str | Path, tiles: str | Path, out_dir: str | Path, weights: str = "", rate: float = 1.0
-                 ) -> Path:
-    bag, tiles, out = Path(bag), Path(tiles), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    datum_tuple = read_bag_datum(bag)
+def evaluate_bag(bag: str | Path, tiles: str | Path, out_dir: str | Path, weights: str = "", rate: float = 1.0,
+                 datum: tuple[float, float, float] | None = None) -> Path:
+    """Run the node on ``bag`` (a rosbag2 folder, a bare .mcap / .db3, or a folder holding one) and
+    score it; ``datum`` (lat, lon, alt) anchors ``map`` when the bag does not say."""
+    bag, tiles, out = resolve_bag(bag), Path(tiles), Path(out_dir)
+    datum_tuple = datum or read_bag_datum(bag)
     if datum_tuple is None:
-        raise ValueError(f"{bag} carries no map datum (write it with g2s kitti-to-bag)")
-    datum = EnuFrame(*datum_tuple)
+        raise ValueError(f"{bag} carries no map datum: pass --datum LAT,LON[,ALT] (the origin of its map frame)")
+    out.mkdir(parents=True, exist_ok=True)
+    datum = EnuFrame(*datum_tuple[:2])
     truth = read_truth(bag, datum)
     inputs = [TOPICS[k] for k in ("image", "camera_info", "fix", "imu")]  # what the node subscribes to
     recording = run_node_on_bag(bag, tiles, weights, rate, datum_tuple, inputs, out / "node.log")

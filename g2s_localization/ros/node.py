@@ -31,6 +31,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from g2s_localization_msgs.msg import RegistrationStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -103,6 +104,8 @@ class G2SNode(Node):
         self.create_subscription(NavSatFix, self.p("fix_topic"), self._on_fix, qos_profile_sensor_data)
         self.create_subscription(Imu, self.p("imu_topic"), self._on_imu, qos_profile_sensor_data)
         self.create_subscription(TFMessage, "/tf", self._on_tf, 100)
+        if self.p("odometry_topic"):
+            self.create_subscription(Odometry, self.p("odometry_topic"), self._on_odometry, qos_profile_sensor_data)
         self._worker = threading.Thread(target=self._run, name="g2s-registration", daemon=True)
         self._worker.start()
         self.get_logger().info(f"configured: tiles {self.p('tiles_path')}, registrar {registrar.name} on "
@@ -135,6 +138,11 @@ class G2SNode(Node):
                 yaw = quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w))
                 self.odom.add(stamp_to_seconds(t.header.stamp), (t.transform.translation.x,
                                                                  t.transform.translation.y, yaw))
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        """Dead reckoning from a wheel / visual odometry topic: the pose of its child in its parent frame."""
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        self.odom.add(stamp_to_seconds(msg.header.stamp), (p.x, p.y, quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w))))
 
     def _on_image(self, msg: Image) -> None:
         self.counters["received"] += 1

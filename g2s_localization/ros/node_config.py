@@ -39,6 +39,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "camera_info_topic": ("/camera/camera_info", "camera info topic"),
     "fix_topic": ("/gnss/fix", "NavSatFix topic"),
     "imu_topic": ("/imu/data", "IMU topic (orientation in ENU)"),
+    "odometry_topic": ("", "nav_msgs/Odometry topic for dead reckoning; '' = the odom_frame->base_frame "
+                           "transform on /tf"),
     "map_frame": ("map", "REP-105 map frame"),
     "odom_frame": ("odom", "REP-105 odom frame"),
     "base_frame": ("base_link", "vehicle body frame"),
