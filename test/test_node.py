@@ -254,3 +254,11 @@ def test_relocalizes_without_gnss_along_the_odometry_track(small_world_dir: Path
         assert wait_for(lambda: any(kv.key == "relocalized" and int(kv.value) >= len(relocalized)
                                     for d in harness.diagnostics for kv in d.status[0].values))
         assert proc.poll() is None
+
+
+def test_every_pipeline_state_is_a_message_state_with_a_diagnostic_level() -> None:
+    from g2s_localization.ros.node import LEVELS
+
+    for state in State:
+        assert getattr(RegistrationStatus, f"STATE_{state.name}") == state
+        assert state in LEVELS

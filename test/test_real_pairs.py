@@ -17,7 +17,9 @@ from g2s_localization.data.real_pairs import read_pairs
 from g2s_localization.evaluation.real_pairs import RealPairsConfig, RegistrarSummary, register_pair
 from g2s_localization.geo.tiles import crop_north_up
 from g2s_localization.registration.registrars import BaselineRegistrar
-from g2s_localization.registration.reliability import NON_FINITE, search_radius_m, withheld_reason
+from g2s_localization.registration.reliability import (
+    LOW_CONFIDENCE, NOT_FINITE, PUBLISH, UNRELIABLE, publish_verdict, search_radius_m,
+)
 
 from flat_ground import panorama_on_ground, random_patches  # noqa: E402
 
@@ -121,10 +123,11 @@ class TestReadPairs:
 
 class TestWithheldReason:
     def test_gate(self) -> None:
-        assert withheld_reason(0.1, np.eye(3), 0.5, 0.05) == ""
-        assert "below" in withheld_reason(0.1, np.eye(3), 0.01, 0.05)
-        assert withheld_reason(math.nan, np.eye(3), 0.5, 0.05) == NON_FINITE
-        assert withheld_reason(0.0, np.full((3, 3), np.inf), 0.5, 0.05) == NON_FINITE
+        assert publish_verdict(0.1, np.eye(3), 0.5, 0.05) == (PUBLISH, "")
+        low = publish_verdict(0.1, np.eye(3), 0.01, 0.05)
+        assert low.kind == LOW_CONFIDENCE and "below" in low.reason and not low.publish
+        assert publish_verdict(math.nan, np.eye(3), 0.5, 0.05).kind == NOT_FINITE
+        assert publish_verdict(0.0, np.full((3, 3), np.inf), 0.5, 0.05).kind == NOT_FINITE
 
 
 def test_painted_pair_is_registered_and_scored(tmp_path: Path) -> None:
@@ -164,18 +167,20 @@ def test_benchmark_writes_json(tmp_path: Path) -> None:
 
 
 class TestPublishGate:
-    """The gate the node and the benchmarks share (``withheld_reason``) and the GNSS window."""
+    """The gate the node and the benchmarks share (``publish_verdict``) and the GNSS window."""
 
     def test_wide_covariance_is_withheld(self) -> None:
         wide = np.diag([4.0, 0.01, 1e-4])  # 2 m std along one axis: competing places
-        assert "position std 2.0 m" in withheld_reason(0.0, wide, 0.9, 0.05, 1.0)
-        assert withheld_reason(0.0, wide, 0.9, 0.05, 2.5) == ""
+        verdict = publish_verdict(0.0, wide, 0.9, 0.05, 1.0)
+        assert verdict.kind == UNRELIABLE and "position std 2.0 m" in verdict.reason
+        assert publish_verdict(0.0, wide, 0.9, 0.05, 2.5).publish
 
     def test_pose_outside_the_gnss_ellipse_is_withheld(self) -> None:
         cov = np.diag([0.04, 0.04, 1e-4])
         gnss = np.diag([1.0, 1.0])  # 1 m per axis: the 99 % ellipse has a 3.03 m radius
-        assert withheld_reason(0.0, cov, 0.9, 0.05, 1.0, np.array([2.0, 1.0]), gnss) == ""
-        assert "from the GNSS fix" in withheld_reason(0.0, cov, 0.9, 0.05, 1.0, np.array([3.0, 1.0]), gnss)
+        assert publish_verdict(0.0, cov, 0.9, 0.05, 1.0, np.array([2.0, 1.0]), gnss).publish
+        verdict = publish_verdict(0.0, cov, 0.9, 0.05, 1.0, np.array([3.0, 1.0]), gnss)
+        assert verdict.kind == UNRELIABLE and "from the GNSS fix" in verdict.reason
 
     def test_search_radius_from_the_fix_covariance(self) -> None:
         assert search_radius_m(None, 20.0) == 20.0

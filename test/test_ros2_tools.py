@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,9 @@ def wait_for(predicate, timeout: float) -> bool:
 
 
 def test_ros2_launch_with_namespace_and_remapping(workspace: Path, small_world_dir: Path) -> None:
+    namespace = f"car_{uuid.uuid4().hex[:8]}"  # unique: other sessions on this machine may run the same test
     launch = subprocess.Popen(
-        [str(BIN / "ros2"), "launch", "g2s_localization", "kitti.launch.py", "namespace:=car1",
+        [str(BIN / "ros2"), "launch", "g2s_localization", "kitti.launch.py", f"namespace:={namespace}",
          f"tiles_path:={small_world_dir / 'area.mbtiles'}", "weights:=baseline",
          "image_topic:=/kitti/camera_color_left/image_raw", "imu_topic:=/kitti/imu"],
         env=ros_env(workspace), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -80,15 +82,17 @@ def test_ros2_launch_with_namespace_and_remapping(workspace: Path, small_world_d
     try:
         def subscriptions() -> set[str]:
             try:
-                return {name for name, _ in probe.get_subscriber_names_and_types_by_node("g2s_localization", "/car1")}
+                return {name for name, _ in probe.get_subscriber_names_and_types_by_node("g2s_localization",
+                                                                                          f"/{namespace}")}
             except Exception:  # the node is not discovered yet
                 return set()
 
         assert wait_for(lambda: "/kitti/camera_color_left/image_raw" in subscriptions(), 120.0), subscriptions()
         assert {"/kitti/imu", "/camera/camera_info", "/gnss/fix"} <= subscriptions()
-        publishers = {name for name, _ in probe.get_publisher_names_and_types_by_node("g2s_localization", "/car1")}
-        assert {"/car1/g2s_localization/pose", "/car1/g2s_localization/status"} <= publishers
-        client = probe.create_client(GetParameters, "/car1/g2s_localization/get_parameters")
+        publishers = {name for name, _ in probe.get_publisher_names_and_types_by_node("g2s_localization",
+                                                                                       f"/{namespace}")}
+        assert {f"/{namespace}/g2s_localization/pose", f"/{namespace}/g2s_localization/status"} <= publishers
+        client = probe.create_client(GetParameters, f"/{namespace}/g2s_localization/get_parameters")
         assert client.wait_for_service(timeout_sec=30.0)
         future = client.call_async(GetParameters.Request(names=["tiles_path", "weights", "min_confidence"]))
         executor = SingleThreadedExecutor(context=context)
@@ -114,7 +118,8 @@ def test_ros2_launch_with_namespace_and_remapping(workspace: Path, small_world_d
 def test_node_stops_cleanly(workspace: Path, small_world_dir: Path, stop: str) -> None:
     """Ctrl-C in a terminal (SIGINT to the process group) and a service manager's SIGTERM to the
     executable itself both end the node with exit 0 and no traceback."""
-    args = ["--ros-args", "-r", "__node:=g2s_stop_probe", "-p", f"tiles_path:={small_world_dir / 'area.mbtiles'}",
+    name = f"g2s_stop_{uuid.uuid4().hex[:8]}"  # unique: other sessions on this machine may run the same test
+    args = ["--ros-args", "-r", f"__node:={name}", "-p", f"tiles_path:={small_world_dir / 'area.mbtiles'}",
             "-p", "weights:=baseline"]
     command = [str(BIN / "ros2"), "run", "g2s_localization", "g2s_node", *args] if stop.startswith("SIGINT") else \
         [str(workspace / "g2s_localization" / "lib" / "g2s_localization" / "g2s_node"), *args]
@@ -124,8 +129,13 @@ def test_node_stops_cleanly(workspace: Path, small_world_dir: Path, stop: str) -
     rclpy.init(context=context)
     probe = rclpy.create_node("g2s_stop_watcher", context=context)
     try:
-        assert wait_for(lambda: ("g2s_stop_probe", "/") in probe.get_node_names_and_namespaces(), 120.0)
-        time.sleep(1.0)
+        def configured() -> bool:  # its publishers exist once configure() ran: imports, tiles, weights done
+            try:
+                return f"/{name}/status" in {t for t, _ in probe.get_publisher_names_and_types_by_node(name, "/")}
+            except Exception:  # not discovered yet
+                return False
+
+        assert wait_for(configured, 120.0)
     finally:
         probe.destroy_node()
         rclpy.shutdown(context=context)

@@ -141,7 +141,7 @@ class TestPipeline:
         assert honest.state == State.OK and math.hypot(honest.east_m - xy[0], honest.north_m - xy[1]) < 1.5
         rtk = localizer.process(self.frame(setup, 30.1, gnss=GnssFix(30.1, float(lat), float(lon), True,
                                                                      np.eye(2) * 0.0025)))
-        assert rtk.state == State.LOW_CONFIDENCE and not rtk.has_pose
+        assert rtk.state == State.UNRELIABLE and not rtk.has_pose
         assert "from the GNSS fix" in rtk.message
 
     def test_gnss_loss_or_disagreement_relocalizes(self, setup) -> None:

@@ -6,7 +6,7 @@ crop of the aerial image around priors drawn (fixed seed) inside the search wind
 aerial's unknown ground sample distance swept over its range. The priors' spread stands for the
 GNSS fix's reported covariance, which (as in the node) sets the search window and bounds where a
 published pose may lie. A frame counts as *published* when it passes the node's gate
-(:func:`g2s_localization.registration.reliability.withheld_reason`, the node's defaults); it is
+(:func:`g2s_localization.registration.reliability.publish_verdict`, the node's defaults); it is
 *confidently wrong* when it is published and more than 3 m off, or its truth lies outside its
 own 99 % ellipse (with the label's 1.5 m per-axis uncertainty added).
 """
@@ -25,7 +25,7 @@ from g2s_localization.data.real_pairs import RealPair
 from g2s_localization.geo.tiles import crop_north_up
 from g2s_localization.registration.registrars import Registrar, live_batch, to_map_frame
 from g2s_localization.registration.reliability import (
-    CHI2_99_2DOF, position_std_m, search_radius_m, withheld_reason,
+    CHI2_99_2DOF, position_std_m, publish_verdict, search_radius_m,
 )
 from g2s_localization.runtime.pipeline import PipelineConfig
 
@@ -159,11 +159,11 @@ def _register_view(registrar: Registrar, pair: RealPair, kind: str, view: NDArra
         inside = float(error_en @ np.linalg.solve(c2, error_en)) <= CHI2_99_2DOF
         yaw_err = math.degrees(abs(math.remainder(float(yaw[i]) - true_yaw, 2 * math.pi)))
         confidence = float(estimate.confidence[i])
-        withheld = withheld_reason(float(yaw[i]), cov[i].cpu().numpy(), confidence, gate.min_confidence,
-                                   gate.max_position_std_m, offset[i].cpu().numpy(), prior_cov)
+        verdict = publish_verdict(float(yaw[i]), cov[i].cpu().numpy(), confidence, gate.min_confidence,
+                                  gate.max_position_std_m, offset[i].cpu().numpy(), prior_cov)
         records.append(FrameRecord(pair.id, kind, heading, mpp, *map(float, error_en), float(np.hypot(*error_en)),
-                                   yaw_err, confidence, position_std_m(cov[i].cpu().numpy()), not withheld,
-                                   withheld, inside))
+                                   yaw_err, confidence, position_std_m(cov[i].cpu().numpy()), verdict.publish,
+                                   verdict.reason, inside))
     return records
 
 

@@ -19,7 +19,7 @@ from g2s_localization.evaluation.metrics import (
 )
 from g2s_localization.geo.geodesy import EnuFrame
 from g2s_localization.registration.registrars import Registrar, to_map_frame
-from g2s_localization.registration.reliability import withheld_reason
+from g2s_localization.registration.reliability import publish_verdict
 from g2s_localization.runtime.pipeline import PipelineConfig
 
 
@@ -56,9 +56,9 @@ def evaluate(registrar: Registrar, dataset, limit: int | None = None, batch_size
             prior_lat, prior_lon = (float(v) for v in batch["prior_latlon"][i])
             e, n, _ = EnuFrame(prior_lat, prior_lon).to_enu(*(float(v) for v in batch["true_latlon"][i]))
             true_en.append((e, n))
-            published.append(not withheld_reason(
+            published.append(publish_verdict(
                 float(yaw[i]), cov[i].cpu().numpy(), float(estimate.confidence[i]), gate.min_confidence,
-                gate.max_position_std_m, offset[i].cpu().numpy(), prior_covariance_en))
+                gate.max_position_std_m, offset[i].cpu().numpy(), prior_covariance_en).publish)
         est_en.append(offset.cpu().numpy())
         est_yaw.append(yaw.cpu().numpy())
         true_yaw.append(batch["true_yaw"].numpy())

@@ -1,7 +1,7 @@
 """Can a registration be trusted? The gate every published pose passes, and diagnostics for it.
 
 The node (:mod:`g2s_localization.runtime.pipeline`) and the benchmarks apply the same gate
-(:func:`withheld_reason`), so a benchmark's "published" is what a vehicle would receive.
+(:func:`publish_verdict`), so a benchmark's "published" is what a vehicle would receive.
 
 The softmax confidence says how peaked the score volume is, not whether the peak is the right
 place: on imagery unlike the training data the network can put a sharp peak anywhere, so a high
@@ -14,11 +14,12 @@ between correct synthetic frames and real failures).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-NON_FINITE = "registration produced a non-finite result"
+PUBLISH, NOT_FINITE, LOW_CONFIDENCE, UNRELIABLE = "publish", "not finite", "low confidence", "unreliable"
 CHI2_99_2DOF = 9.210340371976182  # chi-square, 2 degrees of freedom, 99 %
 
 
@@ -40,31 +41,43 @@ def search_radius_m(prior_covariance_en: NDArray[np.float64] | None, max_radius_
     return float(min(max(semi_axis, min_radius_m), max_radius_m))
 
 
-def withheld_reason(yaw_rad: float, covariance: NDArray[np.float64], confidence: float, min_confidence: float,
+class Verdict(NamedTuple):
+    """Whether a registration may be published, and if not, what kind of failure and why."""
+
+    kind: str  # PUBLISH, NOT_FINITE, LOW_CONFIDENCE or UNRELIABLE
+    reason: str = ""
+
+    @property
+    def publish(self) -> bool:
+        return self.kind == PUBLISH
+
+
+def publish_verdict(yaw_rad: float, covariance: NDArray[np.float64], confidence: float, min_confidence: float,
                     max_position_std_m: float = math.inf, offset_from_prior_en: NDArray[np.float64] | None = None,
-                    prior_covariance_en: NDArray[np.float64] | None = None) -> str:
-    """Why a registration must not be published; '' when it may be.
+                    prior_covariance_en: NDArray[np.float64] | None = None) -> Verdict:
+    """May a registration be published?
 
     Besides a minimum confidence, the pose's own uncertainty must be that of a fine registration:
     when the score volume has competing places (a look-alike street, a featureless road, imagery
     the features do not understand) the covariance spreads over them, and such a frame is withheld
-    rather than published as a wide, probably wrong pose. With the prior's covariance (the GNSS
-    fix's ``position_covariance``), the pose must also lie inside the 99 % ellipse of the prior
-    and the pose combined: a sharp peak where the GNSS says the vehicle cannot be is a wrong peak.
+    as UNRELIABLE rather than published as a wide, probably wrong pose. With the prior's covariance
+    (the GNSS fix's ``position_covariance``), the pose must also lie inside the 99 % ellipse of the
+    prior and the pose combined: a sharp peak where the GNSS says the vehicle cannot be is a wrong
+    peak (UNRELIABLE too).
     """
     if not (np.all(np.isfinite(covariance)) and math.isfinite(yaw_rad) and math.isfinite(confidence)):
-        return NON_FINITE
+        return Verdict(NOT_FINITE, "registration produced a non-finite result")
     if confidence < min_confidence:
-        return f"confidence {confidence:.2f} below {min_confidence:.2f}"
+        return Verdict(LOW_CONFIDENCE, f"confidence {confidence:.2f} below {min_confidence:.2f}")
     std = position_std_m(covariance)
     if std > max_position_std_m:
-        return f"position std {std:.1f} m above {max_position_std_m:.1f} m (competing places)"
+        return Verdict(UNRELIABLE, f"position std {std:.1f} m above {max_position_std_m:.1f} m (competing places)")
     if offset_from_prior_en is not None and prior_covariance_en is not None:
         offset = np.asarray(offset_from_prior_en, dtype=np.float64)
         combined = np.asarray(prior_covariance_en, dtype=np.float64)[:2, :2] + np.asarray(covariance)[:2, :2]
         if np.all(np.isfinite(combined)) and np.linalg.det(combined) > 0:
             if float(offset @ np.linalg.solve(combined, offset)) > CHI2_99_2DOF:
-                return (f"registration is {float(np.hypot(*offset)):.1f} m from the GNSS fix, outside its 99 % "
-                        f"ellipse")
-    return ""
+                return Verdict(UNRELIABLE, f"registration is {float(np.hypot(*offset)):.1f} m from the GNSS fix, "
+                                           f"outside its 99 % ellipse")
+    return Verdict(PUBLISH)
 

@@ -61,6 +61,7 @@ CAMERA_INFO_WAIT_S = 1.0  # how long a frame waits for the first CameraInfo befo
 LEVELS = {State.OK: DiagnosticStatus.OK, State.RELOCALIZED: DiagnosticStatus.OK,
           State.LOW_CONFIDENCE: DiagnosticStatus.WARN, State.NO_GNSS: DiagnosticStatus.WARN,
           State.STALE_IMU: DiagnosticStatus.WARN, State.INITIALIZING: DiagnosticStatus.WARN,
+          State.UNRELIABLE: DiagnosticStatus.WARN,
           State.OUTSIDE_COVERAGE: DiagnosticStatus.ERROR, State.BAD_INPUT: DiagnosticStatus.ERROR}
 
 
@@ -73,7 +74,8 @@ class G2SNode(Node):
         self._queue: queue.Queue[Frame] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
-        self.counters = {"received": 0, "processed": 0, "dropped": 0, "published": 0, "relocalized": 0}
+        self.counters = {"received": 0, "processed": 0, "dropped": 0, "published": 0, "relocalized": 0,
+                         "unreliable": 0}
         self.last_latency_s = math.nan
 
     def p(self, name: str):
@@ -212,6 +214,7 @@ class G2SNode(Node):
                     buffer.clear()
             self.last_latency_s = time.perf_counter() - start
             self.counters["processed"] += 1
+            self.counters["unreliable"] += outcome.state == State.UNRELIABLE
             self._publish(outcome)
 
     def _header(self, msg, stamp_ns: int, frame_id: str) -> None:

@@ -19,7 +19,7 @@ from g2s_localization.geo.geodesy import EnuFrame
 from g2s_localization.geo.tile_sources import TileError
 from g2s_localization.geo.tiles import TileCache
 from g2s_localization.registration.registrars import Registrar, RegistrationResult
-from g2s_localization.registration.reliability import NON_FINITE, search_radius_m, withheld_reason
+from g2s_localization.registration.reliability import NOT_FINITE, UNRELIABLE, publish_verdict, search_radius_m
 from g2s_localization.relocalization.relocalizer import Relocalizer
 
 
@@ -34,6 +34,7 @@ class State(IntEnum):
     STALE_IMU = 5
     RELOCALIZED = 6
     INITIALIZING = 7
+    UNRELIABLE = 8  # registered, but not to be trusted: competing places, or where the GNSS says it cannot be
 
 
 @dataclass(frozen=True)
@@ -162,20 +163,21 @@ class Localizer:
 
     def _outcome(self, result: RegistrationResult, stamp: float, state: State, message: str,
                  prior: GnssFix | None = None) -> Outcome:
-        """Pose outcome in the map frame, or LOW_CONFIDENCE (withheld) when not finite, not sure enough
-        or where the ``prior`` fix's covariance says the vehicle cannot be."""
+        """Pose outcome in the map frame; withheld as LOW_CONFIDENCE when not finite or not confident,
+        as UNRELIABLE when ambiguous or where the ``prior`` fix's covariance says it cannot be."""
         cfg = self.config
         east, north, _ = self.datum.to_enu(result.lat_deg, result.lon_deg)
         covariance = result.covariance * cfg.covariance_inflation
         from_prior = None
         if prior is not None and prior.covariance_en is not None:
             from_prior = np.array(EnuFrame(prior.lat_deg, prior.lon_deg).to_enu(result.lat_deg, result.lon_deg)[:2])
-        withheld = withheld_reason(result.yaw_rad, covariance, result.confidence, cfg.min_confidence,
-                                   cfg.max_position_std_m, from_prior, None if prior is None else prior.covariance_en)
-        if withheld == NON_FINITE:
-            return Outcome(State.LOW_CONFIDENCE, withheld, stamp)
-        if withheld:
-            state, message = State.LOW_CONFIDENCE, "; ".join(filter(None, [message, f"{withheld}; pose withheld"]))
+        verdict = publish_verdict(result.yaw_rad, covariance, result.confidence, cfg.min_confidence,
+                                  cfg.max_position_std_m, from_prior, None if prior is None else prior.covariance_en)
+        if verdict.kind == NOT_FINITE:
+            return Outcome(State.LOW_CONFIDENCE, verdict.reason, stamp)
+        if not verdict.publish:
+            state = State.UNRELIABLE if verdict.kind == UNRELIABLE else State.LOW_CONFIDENCE
+            message = "; ".join(filter(None, [message, f"{verdict.reason}; pose withheld"]))
         return Outcome(state, message, stamp, result.confidence, float(east), float(north), result.yaw_rad,
                        covariance, result.satellite)
 
