@@ -262,3 +262,31 @@ def test_every_pipeline_state_is_a_message_state_with_a_diagnostic_level() -> No
     for state in State:
         assert getattr(RegistrationStatus, f"STATE_{state.name}") == state
         assert state in LEVELS
+
+
+def test_camera_mount_comes_from_tf_static(small_world_dir: Path) -> None:
+    """A latched /tf_static (base_link -> camera_link -> camera_optical_frame) published before the
+    node sees a CameraInfo in that frame: the node takes the mount from it."""
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    params = {"tiles_path": small_world_dir / "tiles", "weights": "baseline", "device": "cpu"}
+    with running_node(params, namespace="/mount_test") as (harness, proc):
+        latched = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        static_pub = harness.create_publisher(TFMessage, "/tf_static", latched)
+        link = TransformStamped()
+        link.header.frame_id, link.child_frame_id = "base_link", "camera_link"
+        link.transform.translation.x, link.transform.translation.y, link.transform.translation.z = 1.2, 0.3, 1.5
+        link.transform.rotation.w = 1.0
+        optical = TransformStamped()
+        optical.header.frame_id, optical.child_frame_id = "camera_link", "camera_optical_frame"
+        optical.transform.rotation.x, optical.transform.rotation.y = -0.5, 0.5
+        optical.transform.rotation.z, optical.transform.rotation.w = -0.5, 0.5  # REP-103 optical axes
+        static_pub.publish(TFMessage(transforms=[link, optical]))
+        harness.send(1.0, np.zeros((4, 4, 3), np.uint8), (2.0, 1.5, 1.5, 4, 4), None, None)  # CameraInfo frame
+        time.sleep(2.0)
+        proc.send_signal(2)
+        output = proc.communicate(timeout=30)[0]
+    assert "camera mount from /tf_static (base_link -> camera_optical_frame): 1.20 m ahead, 0.30 m left, " \
+           "yaw 0.00 deg, pitch 0.00 deg" in output, output[-2000:]

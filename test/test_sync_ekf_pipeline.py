@@ -144,6 +144,30 @@ class TestPipeline:
         assert rtk.state == State.UNRELIABLE and not rtk.has_pose
         assert "from the GNSS fix" in rtk.message
 
+    def test_camera_mounted_off_base_link(self, setup) -> None:
+        """The camera 1.2 m ahead, 0.3 m left and turned 1 deg; the antenna 0.5 m behind base_link.
+        The published pose is base_link's; ignoring the mount would put it about 1.2 m off."""
+        from g2s_localization.runtime.mount import PlanarMount
+        from g2s_localization.runtime.pipeline import GnssFix, State
+        from g2s_localization.synthetic.camera_render import CameraRenderer
+
+        localizer, world, xy, yaw, _, camera = setup
+        camera_mount, gnss_mount = PlanarMount(1.2, 0.3, math.radians(1.0)), PlanarMount(-0.5, 0.0)
+        cam_x, cam_y, cam_yaw = camera_mount.sensor_pose((float(xy[0]), float(xy[1]), yaw))
+        image = CameraRenderer(world).render(cam_x, cam_y, cam_yaw)
+        antenna = gnss_mount.sensor_pose((float(xy[0]) + 2.0, float(xy[1]) - 1.5, yaw))  # a fix 2.5 m off
+        lat, lon, _ = world.enu_frame.to_geodetic(np.array([antenna[0], antenna[1], 0.0]))
+        fix = GnssFix(40.0, float(lat), float(lon), True)
+        errors = {}
+        for name, mounts in (("with mounts", (camera_mount, gnss_mount)), ("ignored", (PlanarMount(), PlanarMount()))):
+            localizer.reset()
+            localizer.camera_mount, localizer.gnss_mount = mounts
+            outcome = localizer.process(self.frame(setup, 40.0, image=image, gnss=fix))
+            assert outcome.state == State.OK, outcome.message
+            errors[name] = math.hypot(outcome.east_m - xy[0], outcome.north_m - xy[1])
+        localizer.camera_mount, localizer.gnss_mount = PlanarMount(), PlanarMount()
+        assert errors["with mounts"] < 0.5 and errors["ignored"] > 1.0, errors
+
     def test_gnss_loss_or_disagreement_relocalizes(self, setup) -> None:
         """With a relocalizer: a missing fix, or a registration landing beyond the gate from the fix,
         go to the map-wide search; a fix the camera agrees with does not."""

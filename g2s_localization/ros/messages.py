@@ -117,3 +117,19 @@ def compose_planar(a: tuple[float, float, float], b: tuple[float, float, float])
 def invert_planar(t: tuple[float, float, float]) -> tuple[float, float, float]:
     c, s = math.cos(t[2]), math.sin(t[2])
     return -c * t[0] - s * t[1], s * t[0] - c * t[1], -t[2]
+
+
+def transform_chain(static: dict[str, tuple[str, NDArray[np.float64], NDArray[np.float64]]], base: str,
+                    target: str) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+    """``T_base_target`` (translation, quaternion x, y, z, w) composed from ``/tf_static`` edges
+    ``child -> (parent, translation, quaternion)``; None when ``target`` does not hang below ``base``."""
+    translation, rotation = np.zeros(3), Rotation.identity()
+    frame, hops = target, 0
+    while frame != base:
+        if frame not in static or hops > 64:
+            return None
+        parent, t, q = static[frame]
+        step = Rotation.from_quat(q)
+        translation, rotation = step.apply(translation) + t, step * rotation
+        frame, hops = parent, hops + 1
+    return translation, rotation.as_quat()

@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import replace
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from g2s_localization_msgs.msg import RegistrationStatus
@@ -35,7 +36,7 @@ from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, Imu, NavSatFix
 from tf2_msgs.msg import TFMessage
 
@@ -52,8 +53,10 @@ from g2s_localization.ros.messages import (
     rgb_to_image,
     stamp_to_nanoseconds,
     stamp_to_seconds,
+    transform_chain,
 )
 from g2s_localization.ros.node_config import PARAMETERS, ConfigurationError, open_localizer
+from g2s_localization.runtime.mount import PlanarMount
 from g2s_localization.runtime.pipeline import Frame, Localizer, Outcome, State
 from g2s_localization.runtime.sync import NearestBuffer
 
@@ -106,6 +109,11 @@ class G2SNode(Node):
         self.create_subscription(NavSatFix, self.p("fix_topic"), self._on_fix, qos_profile_sensor_data)
         self.create_subscription(Imu, self.p("imu_topic"), self._on_imu, qos_profile_sensor_data)
         self.create_subscription(TFMessage, "/tf", self._on_tf, 100)
+        self._static: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
+        self._sensor_frames = {"camera": "", "gnss": ""}
+        latched = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)  # as tf2's static broadcaster
+        self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched)
         if self.p("odometry_topic"):
             self.create_subscription(Odometry, self.p("odometry_topic"), self._on_odometry, qos_profile_sensor_data)
         self._worker = threading.Thread(target=self._run, name="g2s-registration", daemon=True)
@@ -124,10 +132,42 @@ class G2SNode(Node):
             self.camera = camera_from_info(msg)
         except ValueError as exc:
             self.get_logger().warn(f"ignoring camera info: {exc}", throttle_duration_sec=5.0)
+        self._note_sensor_frame("camera", msg.header.frame_id)
 
     def _on_fix(self, msg: NavSatFix) -> None:
         fix = fix_from_navsatfix(msg)
         self.fixes.add(fix.stamp_s, fix)
+        self._note_sensor_frame("gnss", msg.header.frame_id)
+
+    def _on_tf_static(self, msg: TFMessage) -> None:
+        for t in msg.transforms:
+            tr, q = t.transform.translation, t.transform.rotation
+            self._static[t.child_frame_id] = (t.header.frame_id, np.array([tr.x, tr.y, tr.z]),
+                                              np.array([q.x, q.y, q.z, q.w]))
+        self._refresh_mounts()
+
+    def _note_sensor_frame(self, sensor: str, frame_id: str) -> None:
+        if frame_id and frame_id != self._sensor_frames[sensor]:
+            self._sensor_frames[sensor] = frame_id
+            self._refresh_mounts()
+
+    def _refresh_mounts(self) -> None:
+        """Camera and antenna mounts from /tf_static (base_frame -> the frames of CameraInfo and
+        NavSatFix) as soon as they are known; until then the mount parameters stand."""
+        for sensor, frame in self._sensor_frames.items():
+            chain = transform_chain(self._static, self.p("base_frame"), frame) if frame else None
+            if chain is None:
+                continue
+            mount = PlanarMount.from_transform(*chain, optical=sensor == "camera")
+            if sensor == "gnss":
+                mount = PlanarMount(mount.forward_m, mount.left_m)  # an antenna has a place, no heading
+            attribute = f"{sensor}_mount"
+            if mount != getattr(self.localizer, attribute):
+                setattr(self.localizer, attribute, mount)
+                self.get_logger().info(f"{sensor} mount from /tf_static ({self.p('base_frame')} -> {frame}): "
+                                       f"{mount.forward_m:.2f} m ahead, {mount.left_m:.2f} m left, "
+                                       f"yaw {round(math.degrees(mount.yaw_rad), 2) + 0.0:.2f} deg, "
+                                       f"pitch {round(math.degrees(mount.pitch_rad), 2) + 0.0:.2f} deg")
 
     def _on_imu(self, msg: Imu) -> None:
         attitude = attitude_from_imu(msg)

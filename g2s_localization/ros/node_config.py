@@ -17,6 +17,7 @@ from g2s_localization.geo.tiles import TileCache
 from g2s_localization.registration.registrars import Registrar, registrar_from_weights
 from g2s_localization.relocalization.feature_map import SatelliteFeatureMap
 from g2s_localization.relocalization.relocalizer import Relocalizer, load_place_map
+from g2s_localization.runtime.mount import PlanarMount
 from g2s_localization.runtime.pipeline import Localizer, PipelineConfig
 
 Parameters = Callable[[str], Any]  # name -> value
@@ -41,6 +42,13 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "imu_topic": ("/imu/data", "IMU topic (orientation in ENU)"),
     "odometry_topic": ("", "nav_msgs/Odometry topic for dead reckoning; '' = the odom_frame->base_frame "
                            "transform on /tf"),
+    "camera_mount_x_m": (0.0, "camera ahead of base_link, metres; used until /tf_static links base_frame to the "
+                              "CameraInfo frame"),
+    "camera_mount_y_m": (0.0, "camera left of base_link, metres (fallback for /tf_static)"),
+    "camera_mount_yaw_deg": (0.0, "camera optical axis left of base_link's x, degrees (fallback for /tf_static)"),
+    "camera_mount_pitch_deg": (0.0, "camera optical axis below the horizontal, degrees (fallback for /tf_static)"),
+    "gnss_mount_x_m": (0.0, "GNSS antenna ahead of base_link, metres (fallback for /tf_static)"),
+    "gnss_mount_y_m": (0.0, "GNSS antenna left of base_link, metres (fallback for /tf_static)"),
     "map_frame": ("map", "REP-105 map frame"),
     "odom_frame": ("odom", "REP-105 odom frame"),
     "base_frame": ("base_link", "vehicle body frame"),
@@ -91,7 +99,14 @@ def open_localizer(p: Parameters, warn: Callable[[str], None]) -> tuple[Localize
                             relocalization_gate_m=p("relocalization_gate_m"),
                             relocalization_max_std_m=p("relocalization_max_std_m"),
                             max_position_std_m=p("max_position_std_m"))
-    return Localizer(registrar, tiles, datum or EnuFrame(0.0, 0.0), config, relocalizer), datum is not None
+    try:
+        camera_mount = PlanarMount(p("camera_mount_x_m"), p("camera_mount_y_m"),
+                                   math.radians(p("camera_mount_yaw_deg")), math.radians(p("camera_mount_pitch_deg")))
+        gnss_mount = PlanarMount(p("gnss_mount_x_m"), p("gnss_mount_y_m"))
+    except ValueError as exc:
+        raise ConfigurationError(f"camera / GNSS mount parameters: {exc}") from exc
+    return Localizer(registrar, tiles, datum or EnuFrame(0.0, 0.0), config, relocalizer, camera_mount,
+                     gnss_mount), datum is not None
 
 
 def open_relocalizer(p: Parameters, registrar: Registrar, tiles: TileCache, warn: Callable[[str], None]

@@ -21,6 +21,7 @@ from g2s_localization.geo.tiles import TileCache
 from g2s_localization.registration.registrars import Registrar, RegistrationResult
 from g2s_localization.registration.reliability import NOT_FINITE, UNRELIABLE, publish_verdict, search_radius_m
 from g2s_localization.relocalization.relocalizer import Relocalizer
+from g2s_localization.runtime.mount import PlanarMount
 
 
 class State(IntEnum):
@@ -109,6 +110,8 @@ class Localizer:
     datum: EnuFrame
     config: PipelineConfig = field(default_factory=PipelineConfig)
     relocalizer: Relocalizer | None = None  # without it, frames with no usable GNSS publish nothing
+    camera_mount: PlanarMount = field(default_factory=PlanarMount)  # camera in base_link (/tf_static or parameters)
+    gnss_mount: PlanarMount = field(default_factory=PlanarMount)  # GNSS antenna in base_link
     last_stamp_s: float | None = None
 
     def reset(self) -> None:
@@ -145,21 +148,38 @@ class Localizer:
             return Outcome(State.STALE_IMU, "IMU orientation is not finite", stamp)
         if gnss_problem:
             return self._relocalize(frame, gnss_problem)
+        # the fix is the antenna's; registration looks for the camera's ground point and heading
+        fix_frame = EnuFrame(gnss.lat_deg, gnss.lon_deg)
+        base_prior = self.gnss_mount.base_pose((0.0, 0.0, att.yaw_rad))
+        cam_east, cam_north, cam_yaw = self.camera_mount.sensor_pose(base_prior)
+        cam_lat, cam_lon, _ = fix_frame.to_geodetic(np.array([cam_east, cam_north, 0.0]))
         try:
-            result = self.registrar.localize(frame.image, frame.camera, self.tiles, gnss.lat_deg, gnss.lon_deg,
-                                             att.yaw_rad, cfg.camera_height_m, att.pitch_rad, att.roll_rad,
+            result = self.registrar.localize(frame.image, frame.camera, self.tiles, float(cam_lat), float(cam_lon),
+                                             cam_yaw, cfg.camera_height_m, att.pitch_rad + self.camera_mount.pitch_rad,
+                                             att.roll_rad,
                                              search_radius_m(gnss.covariance_en, self.registrar.config.search_radius_m,
                                                              cfg.min_search_radius_m))
         except TileError as exc:
             return Outcome(State.OUTSIDE_COVERAGE, f"satellite tiles: {exc}", stamp)
         except ValueError as exc:
             return Outcome(State.BAD_INPUT, str(exc), stamp)
+        result = self._camera_to_base(result, fix_frame)
+        base_lat, base_lon, _ = fix_frame.to_geodetic(np.array([base_prior[0], base_prior[1], 0.0]))
+        prior = replace(gnss, lat_deg=float(base_lat), lon_deg=float(base_lon))
         if self.relocalizer is not None:
-            offset = math.hypot(*EnuFrame(gnss.lat_deg, gnss.lon_deg).to_enu(result.lat_deg, result.lon_deg)[:2])
+            offset = math.hypot(*EnuFrame(prior.lat_deg, prior.lon_deg).to_enu(result.lat_deg, result.lon_deg)[:2])
             if offset > cfg.relocalization_gate_m:
                 return self._relocalize(frame, f"registration is {offset:.1f} m from the GNSS fix")
             self.relocalizer.reset()  # GNSS and camera agree: a later relocalization starts afresh
-        return self._outcome(result, stamp, State.OK, "", gnss)
+        return self._outcome(result, stamp, State.OK, "", prior)
+
+    def _camera_to_base(self, result: RegistrationResult, frame: EnuFrame) -> RegistrationResult:
+        """The camera's registered ground pose as base_link's (east/north in ``frame``, any nearby frame)."""
+        east, north, _ = frame.to_enu(result.lat_deg, result.lon_deg)
+        base = self.camera_mount.base_pose((float(east), float(north), result.yaw_rad))
+        lat, lon, _ = frame.to_geodetic(np.array([base[0], base[1], 0.0]))
+        return replace(result, lat_deg=float(lat), lon_deg=float(lon), yaw_rad=base[2],
+                       covariance=self.camera_mount.base_covariance(result.covariance, base[2]))
 
     def _outcome(self, result: RegistrationResult, stamp: float, state: State, message: str,
                  prior: GnssFix | None = None) -> Outcome:
@@ -185,18 +205,20 @@ class Localizer:
         """Map-wide search along the dead-reckoned track; published only once it is unambiguous."""
         cfg, att, stamp = self.config, frame.attitude, frame.stamp_s
         position = None
+        cam_yaw = att.yaw_rad + self.camera_mount.yaw_rad
         if frame.odometry is not None:  # odom is ENU-aligned up to a yaw offset: the IMU heading fixes it
             x, y, odom_yaw = frame.odometry
             turn = att.yaw_rad - odom_yaw
-            position = (x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn))
+            base_en = (x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn))
+            position = self.camera_mount.sensor_pose((*base_en, att.yaw_rad))[:2]
         try:
-            found = self.relocalizer.update(frame.image, frame.camera, att.yaw_rad, position, cfg.camera_height_m,
-                                            att.pitch_rad, att.roll_rad)
+            found = self.relocalizer.update(frame.image, frame.camera, cam_yaw, position, cfg.camera_height_m,
+                                            att.pitch_rad + self.camera_mount.pitch_rad, att.roll_rad)
         except TileError as exc:
             return Outcome(State.OUTSIDE_COVERAGE, f"{reason}; relocalization: {exc}", stamp)
         except ValueError as exc:
             return Outcome(State.LOW_CONFIDENCE, f"{reason}; relocalization failed: {exc}", stamp)
-        result = found.result
+        result = self._camera_to_base(found.result, self.datum)
         std = math.sqrt(max(float(np.linalg.eigvalsh(result.covariance[:2, :2] * cfg.covariance_inflation).max()), 0.0))
         retrieval = f"{found.retrieved} places retrieved and verified, " if found.retrieved else ""
         message = (f"{reason}; relocalized without GNSS from {found.frames} frame(s), {retrieval}"
