@@ -11,6 +11,7 @@ from nav_msgs.msg import Odometry
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CameraInfo, Image, Imu, NavSatFix
+from tf2_msgs.msg import TFMessage
 
 from g2s_localization.data.bag_io import FRAMES, TOPICS, kitti_to_bag, read_bag_datum
 from g2s_localization.data.kitti_raw import KittiRawDrive
@@ -18,7 +19,7 @@ from g2s_localization.geo.geodesy import EnuFrame
 
 ROS_TYPES = {TOPICS["image"]: Image, TOPICS["camera_info"]: CameraInfo, TOPICS["fix"]: NavSatFix,
              TOPICS["imu"]: Imu, TOPICS["gt_pose"]: PoseStamped, TOPICS["gt_fix"]: NavSatFix,
-             TOPICS["odom"]: Odometry}
+             TOPICS["odom"]: Odometry, TOPICS["tf_static"]: TFMessage}
 
 
 def drive_dir(root: Path) -> Path:
@@ -38,7 +39,8 @@ def test_bag_round_trip(small_dataset: Path, tmp_path: Path, storage: str) -> No
     bag = kitti_to_bag(drive_dir(small_dataset), tmp_path / "bag", storage=storage, progress=False)
     messages = read_all(bag)
     assert set(messages) == set(TOPICS.values())
-    assert all(len(v) == 10 for v in messages.values())
+    assert all(len(v) == 10 for topic, v in messages.items() if topic != TOPICS["tf_static"])
+    assert len(messages[TOPICS["tf_static"]]) == 1  # static: once, first
     drive = KittiRawDrive(drive_dir(small_dataset))
     stamps = drive.timestamps_ns()
 

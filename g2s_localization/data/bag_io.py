@@ -8,6 +8,8 @@ Topics and frames (REP-105 / REP-145)::
     /imu/data             sensor_msgs/msg/Imu          imu_link  (orientation x,y,z,w in ENU)
     /ground_truth/pose    geometry_msgs/msg/PoseStamped  map    (base_link pose)
     /ground_truth/fix     sensor_msgs/msg/NavSatFix    base_link (exact geodetic truth)
+    /tf_static            tf2_msgs/msg/TFMessage       base_link -> camera_optical_frame (KITTI calibration
+                                                        chain, when present), imu_link, gnss_link
     /odom                 nav_msgs/msg/Odometry        odom -> base_link, dead-reckoned from
                           the OXTS forward speed and yaw rate (a wheel/IMU odometry stand-in)
 
@@ -26,6 +28,7 @@ from rosbags.typesys import Stores, get_typestore
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
+from g2s_localization.data.kitti_calib import base_to_camera
 from g2s_localization.data.kitti_raw import KittiRawDrive
 from g2s_localization.geo.geodesy import EnuFrame
 
@@ -37,6 +40,7 @@ TOPICS = {
     "gt_pose": "/ground_truth/pose",
     "gt_fix": "/ground_truth/fix",
     "odom": "/odom",
+    "tf_static": "/tf_static",
 }
 FRAMES = {"camera": "camera_optical_frame", "gnss": "gnss_link", "imu": "imu_link", "map": "map", "base": "base_link",
           "odom": "odom"}
@@ -88,6 +92,7 @@ def kitti_to_bag(drive_dir: str | Path, bag_path: str | Path, storage: str = "mc
             "gt_pose": writer.add_connection(TOPICS["gt_pose"], "geometry_msgs/msg/PoseStamped", typestore=ts),
             "gt_fix": writer.add_connection(TOPICS["gt_fix"], "sensor_msgs/msg/NavSatFix", typestore=ts),
             "odom": writer.add_connection(TOPICS["odom"], "nav_msgs/msg/Odometry", typestore=ts),
+            "tf_static": writer.add_connection(TOPICS["tf_static"], "tf2_msgs/msg/TFMessage", typestore=ts),
         }
         odom_pose = [0.0, 0.0, 0.0]  # x, y, yaw in odom, integrated from speed and yaw rate
         last_t: int | None = None
@@ -95,6 +100,9 @@ def kitti_to_bag(drive_dir: str | Path, bag_path: str | Path, storage: str = "mc
         def put(name: str, stamp: int, msg) -> None:
             writer.write(conns[name], stamp, ts.serialize_cdr(msg, msg.__msgtype__))
 
+        put("tf_static", min(image_stamps[0], oxts_stamps[0]),
+            _static_transforms(ts, header(min(image_stamps[0], oxts_stamps[0]), FRAMES["base"]),
+                               base_to_camera(drive.path.parent)))
         for i, frame in enumerate(tqdm(drive.frames, desc="bag", disable=not progress, unit="frame")):
             t_img, t_oxts = image_stamps[i], oxts_stamps[i]
             put("camera_info", t_img, T["sensor_msgs/msg/CameraInfo"](
@@ -146,6 +154,24 @@ def kitti_to_bag(drive_dir: str | Path, bag_path: str | Path, storage: str = "mc
                                                        angular=vec(x=0.0, y=0.0, z=o.wu)),
                     covariance=np.diag([0.01, 1e6, 1e6, 1e6, 1e6, 2.5e-5]).reshape(-1))))
     return out
+
+
+def _static_transforms(ts, header, T_base_camera: np.ndarray | None):
+    """/tf_static: the IMU and the OXTS antenna at base_link (KITTI's OXTS frame), and the camera's
+    mount from the calibration chain when the drive has it."""
+    T = ts.types
+    mounts = {FRAMES["imu"]: np.eye(4), FRAMES["gnss"]: np.eye(4)}
+    if T_base_camera is not None:
+        mounts[FRAMES["camera"]] = T_base_camera
+    transforms = []
+    for child, mount in mounts.items():
+        x, y, z, w = Rotation.from_matrix(mount[:3, :3]).as_quat()
+        tx, ty, tz = (float(v) for v in mount[:3, 3])
+        transforms.append(T["geometry_msgs/msg/TransformStamped"](
+            header=header, child_frame_id=child, transform=T["geometry_msgs/msg/Transform"](
+                translation=T["geometry_msgs/msg/Vector3"](x=tx, y=ty, z=tz),
+                rotation=T["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z), w=float(w)))))
+    return T["tf2_msgs/msg/TFMessage"](transforms=transforms)
 
 
 def _navsatfix(ts, header, lat: float, lon: float, alt: float, sigma_m: float | None):

@@ -199,26 +199,6 @@ def drive_folder_name(date: str, number: int) -> str:
     return f"{date}_drive_{number:04d}_sync"
 
 
-def write_calib(path: str | Path, camera: PinholeCamera) -> None:
-    """A calib_cam_to_cam.txt with camera 2's rectified intrinsics in the official format."""
-    p = np.array([[camera.fx, 0, camera.cx, 0], [0, camera.fy, camera.cy, 0], [0, 0, 1, 0]], dtype=np.float64)
-    fmt = lambda a: " ".join(f"{v:.6e}" for v in np.asarray(a, dtype=np.float64).ravel())  # noqa: E731
-    lines = [
-        "calib_time: 01-Jan-2026 00:00:00",
-        "corner_dist: 9.950000e-02",
-        f"S_02: {fmt([camera.width, camera.height])}",
-        f"K_02: {fmt(p[:, :3])}",
-        f"D_02: {fmt(np.zeros(5))}",
-        f"R_02: {fmt(np.eye(3))}",
-        f"T_02: {fmt(np.zeros(3))}",
-        f"S_rect_02: {fmt([camera.width, camera.height])}",
-        f"R_rect_02: {fmt(np.eye(3))}",
-        f"P_rect_02: {fmt(p)}",
-    ]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("\n".join(lines) + "\n")
-
-
 def write_ground_truth(path: str | Path, poses: list[GroundTruthPose]) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with Path(path).open("w", newline="") as f:

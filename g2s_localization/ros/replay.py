@@ -15,7 +15,7 @@ from pathlib import Path
 
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader, ReaderError
 from rosgraph_msgs.msg import Clock
 
@@ -87,7 +87,11 @@ def replay(bag: str | Path, rate: float = 1.0, topics: list[str] | None = None, 
         with open_bag(bag) as reader:
             connections = [c for c in reader.connections if topics is None or c.topic in topics]
             qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-            publishers = {c.id: node.create_publisher(message_class(c.msgtype), c.topic, qos) for c in connections}
+            latched = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)  # as tf2's static broadcaster
+            publishers = {c.id: node.create_publisher(message_class(c.msgtype), c.topic,
+                                                      latched if c.topic == "/tf_static" else qos)
+                          for c in connections}
             clock_pub = node.create_publisher(Clock, "/clock", 10)
             deadline = time.monotonic() + wait_for_subscribers_s
             by_topic = {c.topic: publishers[c.id] for c in connections}

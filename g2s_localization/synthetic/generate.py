@@ -17,13 +17,13 @@ import yaml
 from tqdm import tqdm
 
 from g2s_localization.config import from_dict, to_dict
+from g2s_localization.data.kitti_calib import level_camera_mount, write_calibration
 from g2s_localization.data.kitti_raw import (
     OXTS_DATAFORMAT,
     GroundTruthPose,
     OxtsPacket,
     drive_folder_name,
     format_timestamp_ns,
-    write_calib,
     write_ground_truth,
 )
 from g2s_localization.geo.tile_sources import open_tile_source
@@ -74,7 +74,8 @@ def make_drive(dataset_root: str | Path, world_dir: str | Path, drive_config: Dr
     drive_dir = root / "raw_data" / date / drive_folder_name(date, number)
     for sub in ("image_02/data", "oxts/data"):
         (drive_dir / sub).mkdir(parents=True, exist_ok=True)
-    write_calib(root / "raw_data" / date / "calib_cam_to_cam.txt", rig.camera)
+    # the full KITTI calibration set (pykitti reads it): camera 2 above base_link, as rendered
+    write_calibration(root / "raw_data" / date, rig.camera, level_camera_mount(rig.height_m, pitch_rad=rig.pitch_rad))
     (drive_dir / "oxts" / "dataformat.txt").write_text(OXTS_DATAFORMAT)
     (root / "README_SYNTHETIC.txt").write_text(SYNTHETIC_NOTE + f"\nworld: {Path(world_dir).resolve().name}\n")
 
