@@ -21,11 +21,17 @@ def _make_world(args: argparse.Namespace) -> None:
 
 
 def _make_drive(args: argparse.Namespace) -> None:
+    from g2s_localization.synthetic.camera_render import CameraRig
     from g2s_localization.synthetic.drive import DriveConfig
     from g2s_localization.synthetic.generate import make_drive
 
+    try:
+        forward, left, yaw_deg = (float(v) for v in args.camera_mount.split(","))
+    except ValueError as exc:
+        raise ValueError(f"--camera-mount takes FORWARD,LEFT,YAW_DEG, got {args.camera_mount!r}") from exc
+    rig = CameraRig(forward_m=forward, left_m=left, yaw_rad=math.radians(yaw_deg))
     out = make_drive(args.root, args.world, DriveConfig(seed=args.seed, duration_s=args.duration),
-                     date=args.date, number=args.number, split=args.split)
+                     date=args.date, number=args.number, split=args.split, rig=rig)
     print(f"drive (SYNTHETIC, KITTI raw layout) with {out.frames} frames written to {out.drive_dir}")
 
 
@@ -207,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", default="2026_01_01")
     p.add_argument("--number", type=int, default=1)
     p.add_argument("--split", default=None, help="append frames to <root>/<split>_files.txt")
+    p.add_argument("--camera-mount", default="0,0,0", metavar="FORWARD,LEFT,YAW_DEG",
+                   help="camera place on base_link (metres, degrees left); one per --date (its calibration)")
     p.set_defaults(func=_make_drive)
 
     p = sub.add_parser("kitti-to-bag", help="convert a KITTI raw drive to a rosbag2")

@@ -25,8 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "relocalization": {"config", "geo", "cameras", "registration"},
     "runtime": {"config", "geo", "cameras", "registration", "relocalization"},
     "ros": {"config", "geo", "cameras", "registration", "relocalization", "runtime"},
-    "data": {"config", "geo", "cameras", "registration"},
-    "synthetic": {"config", "geo", "cameras", "data"},
+    "data": {"config", "geo", "cameras", "registration", "runtime"},
+    "synthetic": {"config", "geo", "cameras", "data", "runtime"},
     "training": {"config", "geo", "cameras", "registration", "relocalization", "data"},
     "evaluation": {"config", "geo", "cameras", "registration", "relocalization", "runtime", "ros", "data"},
 }

@@ -19,14 +19,17 @@ import cv2
 import numpy as np
 import torch
 import yaml
+from scipy.spatial.transform import Rotation
 from torch.utils.data import Dataset
 
 from g2s_localization.cameras.pinhole import PinholeCamera
+from g2s_localization.data.kitti_calib import base_to_camera
 from g2s_localization.data.kitti_raw import GroundTruthPose, KittiRawDrive, find_drives
 from g2s_localization.geo.geodesy import EnuFrame, wrap_angle
 from g2s_localization.geo.tile_sources import open_tile_source
 from g2s_localization.geo.tiles import PatchGeoref, TileCache, crop_north_up
 from g2s_localization.registration.model import ModelConfig
+from g2s_localization.runtime.mount import PlanarMount
 
 KITTI_CAMERA_HEIGHT_M = 1.65
 
@@ -83,6 +86,7 @@ class KittiRegistrationDataset(Dataset):
         self._cameras: dict[int, PinholeCamera] = {}
         self._caches: dict[Path, TileCache] = {}
         self._drive_world: dict[Path, Path | None] = {}
+        self._mounts: dict[Path, PlanarMount] = {}
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -110,6 +114,15 @@ class KittiRegistrationDataset(Dataset):
             self._caches[world_dir] = TileCache(open_tile_source(world_dir / "tiles"))
         return self._caches[world_dir]
 
+    def _mount(self, drive: KittiRawDrive) -> PlanarMount:
+        """The camera's mount on base_link from the drive's calibration chain (at base_link without one)."""
+        date_dir = drive.path.parent
+        if date_dir not in self._mounts:
+            T = base_to_camera(date_dir)
+            self._mounts[date_dir] = PlanarMount() if T is None else PlanarMount.from_transform(
+                T[:3, 3], Rotation.from_matrix(T[:3, :3]).as_quat(), optical=True)
+        return self._mounts[date_dir]
+
     def _satellite(self, drive: KittiRawDrive, frame: int, lat: float, lon: float, up_yaw: float) -> np.ndarray:
         size, mpp = self.config.satellite_input_px, self.config.satellite_metres_per_px
         cache = self._tile_cache(drive)
@@ -122,23 +135,25 @@ class KittiRegistrationDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         ref = self.frames[index]
         drive = self.drives[ref.drive_index]
-        truth = self.truth(index)
+        base_truth = self.truth(index)
         oxts = drive.oxts(ref.frame)
         if ref.drive_index not in self._cameras:
             self._cameras[ref.drive_index] = drive.camera()
-        camera = self._cameras[ref.drive_index]
-        frame = EnuFrame(truth.lat, truth.lon)
+        camera, mount = self._cameras[ref.drive_index], self._mount(drive)
+        # the registration finds the camera's ground pose: truth and prior are the camera's
+        truth_lat, truth_lon, truth_yaw = _mounted(mount, base_truth.lat, base_truth.lon, base_truth.yaw)
+        frame = EnuFrame(truth_lat, truth_lon)
         if self.prior == "gnss" and oxts.has_fix:
-            prior_lat, prior_lon, prior_yaw = oxts.lat, oxts.lon, oxts.yaw
+            prior_lat, prior_lon, prior_yaw = _mounted(mount, oxts.lat, oxts.lon, oxts.yaw)
         else:  # evaluation protocol: uniform offsets within the search window, seeded per sample
             rng = np.random.default_rng([self.seed, index])
             r, y = self.config.search_radius_m, math.radians(self.config.yaw_range_deg)
             fwd, left, dyaw = rng.uniform(-r, r), rng.uniform(-r, r), rng.uniform(-y, y)
-            c, s = math.cos(truth.yaw), math.sin(truth.yaw)
+            c, s = math.cos(truth_yaw), math.sin(truth_yaw)
             lat, lon, _ = frame.to_geodetic(np.array([fwd * c - left * s, fwd * s + left * c, 0.0]))
-            prior_lat, prior_lon, prior_yaw = float(lat), float(lon), float(wrap_angle(truth.yaw + dyaw))
+            prior_lat, prior_lon, prior_yaw = float(lat), float(lon), float(wrap_angle(truth_yaw + dyaw))
         # truth relative to the prior, in the prior's heading frame (what the model predicts)
-        east, north, _ = EnuFrame(prior_lat, prior_lon).to_enu(truth.lat, truth.lon)
+        east, north, _ = EnuFrame(prior_lat, prior_lon).to_enu(truth_lat, truth_lon)
         c, s = math.cos(prior_yaw), math.sin(prior_yaw)
         image = drive.image(ref.frame)
         satellite = self._satellite(drive, ref.frame, prior_lat, prior_lon, prior_yaw)
@@ -146,14 +161,21 @@ class KittiRegistrationDataset(Dataset):
             "image": torch.from_numpy(image).permute(2, 0, 1).float() / 255.0,
             "K": torch.tensor(camera.matrix(), dtype=torch.float32),
             "camera_height": torch.tensor(self.camera_height_m, dtype=torch.float32),
-            "pitch": torch.tensor(oxts.pitch, dtype=torch.float32),
+            "pitch": torch.tensor(oxts.pitch + mount.pitch_rad, dtype=torch.float32),
             "roll": torch.tensor(oxts.roll, dtype=torch.float32),
             "satellite": torch.from_numpy(satellite).permute(2, 0, 1).float() / 255.0,
             "prior_yaw": torch.tensor(prior_yaw, dtype=torch.float64),
             "prior_latlon": torch.tensor([prior_lat, prior_lon], dtype=torch.float64),
-            "true_latlon": torch.tensor([truth.lat, truth.lon], dtype=torch.float64),
-            "true_yaw": torch.tensor(truth.yaw, dtype=torch.float64),
+            "true_latlon": torch.tensor([truth_lat, truth_lon], dtype=torch.float64),
+            "true_yaw": torch.tensor(truth_yaw, dtype=torch.float64),
             "target": torch.tensor([float(east * c + north * s), float(-east * s + north * c),
-                                    float(wrap_angle(truth.yaw - prior_yaw))], dtype=torch.float32),
+                                    float(wrap_angle(truth_yaw - prior_yaw))], dtype=torch.float32),
             "index": torch.tensor(index),
         }
+
+
+def _mounted(mount: PlanarMount, lat: float, lon: float, yaw: float) -> tuple[float, float, float]:
+    """The camera's ground pose (WGS84, ENU yaw) for base_link's."""
+    east, north, cam_yaw = mount.sensor_pose((0.0, 0.0, yaw))
+    cam_lat, cam_lon, _ = EnuFrame(lat, lon).to_geodetic(np.array([east, north, 0.0]))
+    return float(cam_lat), float(cam_lon), float(cam_yaw)

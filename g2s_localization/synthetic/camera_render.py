@@ -25,12 +25,16 @@ KITTI_CAMERA = PinholeCamera(721.5377, 721.5377, 609.5593, 172.854, 1242, 375)
 
 @dataclass(frozen=True)
 class CameraRig:
-    """Camera intrinsics and mounting: the optical centre is ``height_m`` above base_link."""
+    """Camera intrinsics and mounting: the optical centre is ``height_m`` above the road,
+    ``forward_m`` ahead of and ``left_m`` left of base_link, its axis turned ``yaw_rad`` left."""
 
     camera: PinholeCamera = KITTI_CAMERA
     height_m: float = 1.65
     pitch_rad: float = 0.0
     roll_rad: float = 0.0
+    forward_m: float = 0.0
+    left_m: float = 0.0
+    yaw_rad: float = 0.0
 
 
 def camera_colour_response(image: Tensor, seed: int, strength: float) -> Tensor:

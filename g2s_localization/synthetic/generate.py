@@ -27,6 +27,7 @@ from g2s_localization.data.kitti_raw import (
     write_ground_truth,
 )
 from g2s_localization.geo.tile_sources import open_tile_source
+from g2s_localization.runtime.mount import PlanarMount
 from g2s_localization.geo.tiles import TileCache
 from g2s_localization.synthetic.camera_render import CameraRenderer, CameraRig
 from g2s_localization.synthetic.drive import Drive, DriveConfig, simulate_drive
@@ -75,11 +76,13 @@ def make_drive(dataset_root: str | Path, world_dir: str | Path, drive_config: Dr
     for sub in ("image_02/data", "oxts/data"):
         (drive_dir / sub).mkdir(parents=True, exist_ok=True)
     # the full KITTI calibration set (pykitti reads it): camera 2 above base_link, as rendered
-    write_calibration(root / "raw_data" / date, rig.camera, level_camera_mount(rig.height_m, pitch_rad=rig.pitch_rad))
+    write_calibration(root / "raw_data" / date, rig.camera, level_camera_mount(
+        rig.height_m, rig.forward_m, rig.left_m, rig.yaw_rad, rig.pitch_rad))
     (drive_dir / "oxts" / "dataformat.txt").write_text(OXTS_DATAFORMAT)
     (root / "README_SYNTHETIC.txt").write_text(SYNTHETIC_NOTE + f"\nworld: {Path(world_dir).resolve().name}\n")
 
     renderer = CameraRenderer(world, rig)
+    mount = PlanarMount(rig.forward_m, rig.left_m, rig.yaw_rad)  # the view is rendered from the camera's place
     cache = TileCache(open_tile_source(Path(world_dir) / "tiles"))
     frame = world.enu_frame
     stamps = [DRIVE_START_NS + int(round(t * 1e9)) for t in drive.times_s]
@@ -91,8 +94,9 @@ def make_drive(dataset_root: str | Path, world_dir: str | Path, drive_config: Dr
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for k in tqdm(range(len(stamps)), desc=f"drive {number:04d}", disable=not progress, unit="frame"):
         pitch, roll = drive.true_pitch_roll[k]
-        image = renderer.render(float(drive.true_xy[k, 0]), float(drive.true_xy[k, 1]), float(drive.true_yaw[k]),
-                                pitch_offset=float(pitch), roll_offset=float(roll), noise_seed=k,
+        cam_x, cam_y, cam_yaw = mount.sensor_pose((float(drive.true_xy[k, 0]), float(drive.true_xy[k, 1]),
+                                                   float(drive.true_yaw[k])))
+        image = renderer.render(cam_x, cam_y, cam_yaw, pitch_offset=float(pitch), roll_offset=float(roll), noise_seed=k,
                                 time_s=float(drive.times_s[k]))
         cv2.imwrite(str(drive_dir / "image_02" / "data" / f"{k:010d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         (drive_dir / "oxts" / "data" / f"{k:010d}.txt").write_text(packets[k].to_line() + "\n")
