@@ -59,6 +59,16 @@ def test_install_layout(workspace: Path) -> None:
     assert "g2s_localization g2s_node" in result.stdout, result.stderr
 
 
+def stop_and_collect(process: subprocess.Popen, send_stop) -> str:
+    """Send the stop signal, wait for the process group to end (kill it after 60 s), return its output."""
+    send_stop()
+    try:
+        return process.communicate(timeout=60)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.communicate()[0]
+
+
 def wait_for(predicate, timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -104,12 +114,7 @@ def test_ros2_launch_with_namespace_and_remapping(workspace: Path, small_world_d
     finally:
         probe.destroy_node()
         rclpy.shutdown(context=context)
-        os.killpg(launch.pid, signal.SIGINT)
-        try:
-            output, _ = launch.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(launch.pid, signal.SIGKILL)
-            output, _ = launch.communicate()
+        output = stop_and_collect(launch, lambda: os.killpg(launch.pid, signal.SIGINT))
     assert launch.returncode == 0, output[-3000:]
     assert "Traceback" not in output and "process has died" not in output, output[-3000:]
 
@@ -139,14 +144,8 @@ def test_node_stops_cleanly(workspace: Path, small_world_dir: Path, stop: str) -
     finally:
         probe.destroy_node()
         rclpy.shutdown(context=context)
-        if stop.startswith("SIGINT"):
-            os.killpg(node.pid, signal.SIGINT)
-        else:
-            node.send_signal(signal.SIGTERM)
-        try:
-            output, _ = node.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-            output, _ = node.communicate()
+        signal_it = (lambda: os.killpg(node.pid, signal.SIGINT)) if stop.startswith("SIGINT") else \
+            (lambda: node.send_signal(signal.SIGTERM))
+        output = stop_and_collect(node, signal_it)
     assert node.returncode == 0, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
