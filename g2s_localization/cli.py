@@ -165,7 +165,13 @@ def _evaluate(args: argparse.Namespace) -> None:
             datum = tuple(float(v) for v in (args.datum.split(",") + ["0"])[:3])
         except ValueError as exc:
             raise ValueError(f"--datum must be LAT,LON[,ALT], got {args.datum!r}") from exc
-    report = evaluate_bag(args.bag, args.tiles, args.out, weights=args.weights, rate=args.rate, datum=datum)
+    topics = {key: value for key in ("image", "camera_info", "fix", "imu", "odom")
+              if (value := getattr(args, f"{key}_topic"))}
+    truth_tf = tuple(args.truth_tf.split(","))
+    if len(truth_tf) != 2:
+        raise ValueError(f"--truth-tf takes PARENT,CHILD, got {args.truth_tf!r}")
+    report = evaluate_bag(args.bag, args.tiles, args.out, weights=args.weights, rate=args.rate, datum=datum,
+                          topics=topics, truth_tf=truth_tf)
     print(report.read_text())
     print(f"report and plots in {report.parent}")
 
@@ -293,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="", help="'' = shipped weights, 'baseline', or a .safetensors path")
     p.add_argument("--rate", type=float, default=1.0)
     p.add_argument("--datum", default=None, help="LAT,LON[,ALT] of the bag's map origin, when its metadata lacks it")
+    for key, default in (("image", "/camera/image_raw"), ("camera-info", "/camera/camera_info"),
+                         ("fix", "/gnss/fix"), ("imu", "/imu/data"), ("odom", "/odom")):
+        p.add_argument(f"--{key}-topic", default=None, help=f"the bag's topic for the node's {default}")
+    p.add_argument("--truth-tf", default="map,base_link", help="PARENT,CHILD on /tf that is the ground truth, "
+                                                                 "when the bag has no /ground_truth/pose")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("demo", help="build the default synthetic world and drive and show the pipeline")

@@ -46,8 +46,9 @@ def write_converter_bag(folder: Path) -> Path:
                 header=header, orientation=quat, orientation_covariance=np.zeros(9), angular_velocity=vec,
                 angular_velocity_covariance=np.zeros(9), linear_acceleration=vec,
                 linear_acceleration_covariance=np.zeros(9)), "sensor_msgs/msg/Imu"))
+            map_header = T["std_msgs/msg/Header"](stamp=header.stamp, frame_id="map")
             transform = T["geometry_msgs/msg/TransformStamped"](
-                header=header, child_frame_id="base_link",
+                header=map_header, child_frame_id="base_link",
                 transform=T["geometry_msgs/msg/Transform"](translation=vec, rotation=quat))
             writer.write(tf, stamp, ts.serialize_cdr(T["tf2_msgs/msg/TFMessage"](transforms=[transform]),
                                                      "tf2_msgs/msg/TFMessage"))
@@ -90,14 +91,28 @@ def test_converter_bag_is_read_and_its_gaps_named(tmp_path: Path, small_world_di
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "carries no map datum: pass --datum" in result.stderr
     result = g2s("evaluate", str(tmp_path), "--tiles", str(small_world_dir / "area.mbtiles"), "--datum",
-                 "49.0,8.4", "--out", str(tmp_path / "eval"))
+                 "49.0,8.4", "--out", str(tmp_path / "eval"), "--truth-tf", "world,vehicle")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "no ground-truth pose messages on /ground_truth/pose" in result.stderr, result.stderr
+    assert "no ground truth: neither /ground_truth/pose nor world -> vehicle on /tf" in result.stderr, result.stderr
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     (damaged / "broken.mcap").write_bytes(b"not an mcap file")
     result = g2s("replay", str(damaged), "--wait-timeout", "0.1")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "cannot read bag" in result.stderr
+
+
+def test_converter_bag_is_evaluated(tmp_path: Path, small_world_dir: Path) -> None:
+    """Its topics named on the command line, truth from map->base_link on /tf: the node runs on it
+    and the report says what it could and could not score (no GNSS: no pose, no EKF)."""
+    bare = write_converter_bag(tmp_path)
+    out = tmp_path / "eval"
+    result = g2s("evaluate", str(bare), "--tiles", str(small_world_dir / "area.mbtiles"), "--datum", "49.0,8.4",
+                 "--out", str(out), "--weights", "baseline", "--image-topic", "/kitti/camera_color_left/image_raw",
+                 "--camera-info-topic", "/kitti/camera_color_left/camera_info", "--imu-topic", "/kitti/imu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    assert "Ground truth: map -> base_link on /tf" in report and "3 camera frames" in report
+    assert "NO_GNSS" in report and "No pose to score" in report and "Not run" in report
 
 
 def test_replay_publishes_a_folder_without_metadata(tmp_path: Path) -> None:

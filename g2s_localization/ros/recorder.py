@@ -59,9 +59,10 @@ class Recorder(Node):
 
 
 def run_node_on_bag(bag: Path, tiles: Path, weights: str, rate: float, datum: tuple[float, float, float],
-                    input_topics: list[str], log_path: Path) -> NodeRecording:
-    """Node process + replay process (which starts once ``input_topics``, what the node subscribes
-    to, are matched); returns everything the node published."""
+                    input_topics: list[str], log_path: Path, node_params: dict[str, str] | None = None
+                    ) -> NodeRecording:
+    """Node process (with extra ``node_params``) + replay process (which starts once
+    ``input_topics``, what the node subscribes to, are matched); returns what the node published."""
     context = rclpy.Context()
     rclpy.init(context=context)
     recorder = Recorder(context)
@@ -73,6 +74,8 @@ def run_node_on_bag(bag: Path, tiles: Path, weights: str, rate: float, datum: tu
                 "-p", f"datum_lat_deg:={datum[0]}", "-p", f"datum_lon_deg:={datum[1]}", "-p", "use_sim_time:=true"]
     if weights:  # an empty override does not parse; the node's default is the shipped weights
         node_cmd += ["-p", f"weights:={weights}"]
+    for name, value in (node_params or {}).items():
+        node_cmd += ["-p", f"{name}:={value}"]
     with log_path.open("w") as log:
         node = subprocess.Popen(node_cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
