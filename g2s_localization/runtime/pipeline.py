@@ -19,7 +19,9 @@ from g2s_localization.geo.geodesy import EnuFrame
 from g2s_localization.geo.tile_sources import TileError
 from g2s_localization.geo.tiles import TileCache
 from g2s_localization.registration.registrars import Registrar, RegistrationResult
-from g2s_localization.registration.reliability import NOT_FINITE, UNRELIABLE, publish_verdict, search_radius_m
+from g2s_localization.registration.reliability import (
+    NOT_FINITE, UNRELIABLE, position_std_m, publish_verdict, search_radius_m,
+)
 from g2s_localization.relocalization.relocalizer import Relocalizer
 from g2s_localization.runtime.mount import PlanarMount
 
@@ -182,9 +184,10 @@ class Localizer:
                        covariance=self.camera_mount.base_covariance(result.covariance, base[2]))
 
     def _outcome(self, result: RegistrationResult, stamp: float, state: State, message: str,
-                 prior: GnssFix | None = None) -> Outcome:
+                 prior: GnssFix | None = None, max_std_m: float | None = None) -> Outcome:
         """Pose outcome in the map frame; withheld as LOW_CONFIDENCE when not finite or not confident,
-        as UNRELIABLE when ambiguous or where the ``prior`` fix's covariance says it cannot be."""
+        as UNRELIABLE when wider than ``max_std_m`` (default: the registration's bound) or where the
+        ``prior`` fix's covariance says it cannot be."""
         cfg = self.config
         east, north, _ = self.datum.to_enu(result.lat_deg, result.lon_deg)
         covariance = result.covariance * cfg.covariance_inflation
@@ -192,7 +195,8 @@ class Localizer:
         if prior is not None and prior.covariance_en is not None:
             from_prior = np.array(EnuFrame(prior.lat_deg, prior.lon_deg).to_enu(result.lat_deg, result.lon_deg)[:2])
         verdict = publish_verdict(result.yaw_rad, covariance, result.confidence, cfg.min_confidence,
-                                  cfg.max_position_std_m, from_prior, None if prior is None else prior.covariance_en)
+                                  cfg.max_position_std_m if max_std_m is None else max_std_m, from_prior,
+                                  None if prior is None else prior.covariance_en)
         if verdict.kind == NOT_FINITE:
             return Outcome(State.LOW_CONFIDENCE, verdict.reason, stamp)
         if not verdict.publish:
@@ -219,13 +223,14 @@ class Localizer:
         except ValueError as exc:
             return Outcome(State.LOW_CONFIDENCE, f"{reason}; relocalization failed: {exc}", stamp)
         result = self._camera_to_base(found.result, self.datum)
-        std = math.sqrt(max(float(np.linalg.eigvalsh(result.covariance[:2, :2] * cfg.covariance_inflation).max()), 0.0))
+        std = position_std_m(result.covariance * cfg.covariance_inflation)
         retrieval = f"{found.retrieved} places retrieved and verified, " if found.retrieved else ""
         message = (f"{reason}; relocalized without GNSS from {found.frames} frame(s), {retrieval}"
                    f"{len(found.candidates)} candidate places, position std {std:.1f} m")
         if std > cfg.relocalization_max_std_m:
             return Outcome(State.LOW_CONFIDENCE, f"{message}; ambiguous, pose withheld", stamp, result.confidence)
-        return self._outcome(result, stamp, State.RELOCALIZED, message)
+        # a relocalization has its own, wider bound (the track pins it down, not one frame's window)
+        return self._outcome(result, stamp, State.RELOCALIZED, message, max_std_m=cfg.relocalization_max_std_m)
 
 
 def _gnss_problem(gnss: GnssFix | None, stamp: float, max_age_s: float) -> str:
