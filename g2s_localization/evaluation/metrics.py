@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from g2s_localization.registration.reliability import CHI2_99_2DOF
+
 CHI2_95_3DOF = 7.814727903251178
-CHI2_99_2DOF = 9.210340371976182
-CONFIDENTLY_WRONG_M = 3.0
+CONFIDENTLY_WRONG_M = 3.0  # published and farther off than this: confidently wrong
 THRESHOLDS_M = (1.0, 3.0, 5.0)
 THRESHOLDS_DEG = (1.0, 3.0, 5.0)
 

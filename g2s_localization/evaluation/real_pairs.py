@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from g2s_localization.cameras.model import CameraModel
 from g2s_localization.data.real_pairs import RealPair
+from g2s_localization.evaluation.metrics import CONFIDENTLY_WRONG_M
 from g2s_localization.geo.tiles import crop_north_up
 from g2s_localization.registration.registrars import Registrar, live_batch, to_map_frame
 from g2s_localization.registration.reliability import (
@@ -30,7 +31,6 @@ from g2s_localization.registration.reliability import (
 from g2s_localization.runtime.pipeline import PipelineConfig
 
 LABEL_SIGMA_M = 1.5  # the pairs' labels are good to a metre or two
-WRONG_M = 3.0
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class FrameRecord:
 
     @property
     def confidently_wrong(self) -> bool:
-        return self.published and (self.error_m > WRONG_M or not self.inside_99)
+        return self.published and (self.error_m > CONFIDENTLY_WRONG_M or not self.inside_99)
 
 
 @dataclass
@@ -147,7 +147,7 @@ def _register_view(registrar: Registrar, pair: RealPair, kind: str, view: NDArra
     batch["satellite"] = torch.from_numpy(np.stack(satellites)).permute(0, 3, 1, 2).float() / 255.0
     # what a GNSS receiver would report for these priors: the covariance of their uniform spread
     prior_cov = np.eye(2) * prior_spread_m**2 / 3.0
-    radius = search_radius_m(prior_cov, registrar.config.search_radius_m)
+    radius = search_radius_m(prior_cov, cfg.search_radius_m)
     batch["search_radius_m"] = torch.full((n,), radius)
     search = registrar.search(batch)
     estimate = registrar.estimate_from(search)
@@ -155,14 +155,15 @@ def _register_view(registrar: Registrar, pair: RealPair, kind: str, view: NDArra
     records = []
     for i in range(n):
         error_en = offset[i].cpu().numpy() + offsets_en[i]  # estimate - truth, ENU metres
-        c2 = cov[i, :2, :2].cpu().numpy() + np.eye(2) * LABEL_SIGMA_M**2
+        cov_i = cov[i].cpu().numpy()
+        c2 = cov_i[:2, :2] + np.eye(2) * LABEL_SIGMA_M**2
         inside = float(error_en @ np.linalg.solve(c2, error_en)) <= CHI2_99_2DOF
         yaw_err = math.degrees(abs(math.remainder(float(yaw[i]) - true_yaw, 2 * math.pi)))
         confidence = float(estimate.confidence[i])
-        verdict = publish_verdict(float(yaw[i]), cov[i].cpu().numpy(), confidence, gate.min_confidence,
+        verdict = publish_verdict(float(yaw[i]), cov_i, confidence, gate.min_confidence,
                                   gate.max_position_std_m, offset[i].cpu().numpy(), prior_cov)
         records.append(FrameRecord(pair.id, kind, heading, mpp, *map(float, error_en), float(np.hypot(*error_en)),
-                                   yaw_err, confidence, position_std_m(cov[i].cpu().numpy()), verdict.publish,
+                                   yaw_err, confidence, position_std_m(cov_i), verdict.publish,
                                    verdict.reason, inside))
     return records
 
