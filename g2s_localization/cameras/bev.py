@@ -101,16 +101,13 @@ def pixels_to_grid(pixels: Tensor, seen: Tensor, image_size: tuple[int, int],
 
 def pinhole_bev_pixels(K: Tensor, R_ground_cam: Tensor, camera_height: Tensor, bev_size: int,
                        metres_per_px: float) -> tuple[Tensor, Tensor]:
-    """:func:`bev_pixels` for pinhole cameras given as batched intrinsics ``K`` ``(B, 3, 3)``."""
+    """:func:`bev_pixels` for pinhole cameras given as batched intrinsics ``K`` ``(B, 3, 3)``, through
+    the ground homography (:func:`project_ground_to_image`)."""
     check_shape("K", K, (None, 3, 3))
-
-    def project(points: Tensor) -> tuple[Tensor, Tensor]:
-        homogeneous = points @ K.transpose(-1, -2)
-        depth = homogeneous[..., 2]
-        ahead = depth > 1e-6
-        return homogeneous[..., :2] / torch.where(ahead, depth, torch.ones_like(depth)).unsqueeze(-1), ahead
-
-    return bev_pixels(project, R_ground_cam, camera_height, bev_size, metres_per_px)
+    batch = K.shape[0]
+    ground = bev_ground_coordinates(bev_size, metres_per_px, K.dtype, K.device).reshape(1, -1, 2)
+    pixels, ahead = project_ground_to_image(K, R_ground_cam, camera_height, ground.expand(batch, -1, -1))
+    return pixels.view(batch, bev_size, bev_size, 2), ahead.view(batch, bev_size, bev_size)
 
 
 def bev_sampling_grid(
