@@ -24,12 +24,14 @@ import torch
 from g2s_localization.data.registration_sets import open_registration_dataset
 from g2s_localization.evaluation.metrics import format_table
 from g2s_localization.evaluation.registration_eval import evaluate, write_report
+from g2s_localization.evaluation.sequence_eval import evaluate_drives, without_tracking
 from g2s_localization.registration.registrars import (
     DEFAULT_WEIGHTS,
     BaselineRegistrar,
     LearnedRegistrar,
     PriorRegistrar,
 )
+from g2s_localization.runtime.pipeline import PipelineConfig
 
 
 def ensure_dataset(root: Path, split: str) -> None:
@@ -44,6 +46,7 @@ def ensure_dataset(root: Path, split: str) -> None:
                         split], check=True)
 
 
+NODE_KEYS = ["position_m_median", "position_within_1m_%"]
 PUBLISHED_KEYS = ["availability_%", "confidently_wrong_%", "published_position_m_median",
                   "published_position_within_1m_%", "published_yaw_deg_median", "published_inside_95_ellipse_%"]
 
@@ -91,6 +94,14 @@ def main() -> None:
     print("\npublished frames (the node's gate: confidence >= 0.05, position std <= 1 m, inside the prior's 99 % "
           "ellipse):")
     print(format_table({r.name: r.metrics for r in runs[:2]}, PUBLISHED_KEYS))
+    if args.dataset == "kitti" and dataset.tile_cache(0) is not None:
+        print("\nwhat the node publishes, base_link (the ROS-free pipeline over each drive in order: the same priors "
+              "as GNSS fixes, the drive's dead reckoning as odometry, the camera mount from its calibration; "
+              "'tracking' = a confirmed pose carried by odometry narrows the next search):")
+        node_runs = [evaluate_drives(r, dataset, prior_cov, config) for r in registrars[:2]
+                     for config in (PipelineConfig(), without_tracking(PipelineConfig()))]
+        print(format_table({r.name: r.metrics for r in node_runs}, PUBLISHED_KEYS + NODE_KEYS))
+        runs += node_runs
     report = write_report(runs, args.report, f"Registration benchmark, split {args.split} (synthetic)")
     print(f"report: {report}")
 

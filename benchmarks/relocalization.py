@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 import time
 from pathlib import Path
 
@@ -115,7 +116,9 @@ def main() -> None:
           f"({100 * float(feature_map.valid.float().mean()):.0f} % covered), {feature_map.cell_m:g} m cells")
 
     frame = EnuFrame(*feature_map.origin)
-    truth_a = np.array([frame.to_enu(g.lat, g.lon)[:2] for g in map(dataset.truth, range(len(dataset)))])
+    # the relocalizer finds the camera (drives mount it off base_link): score the camera's ground point
+    cameras = [dataset.camera_truth_and_prior(i)[0] for i in range(len(dataset))]
+    truth_a = np.array([frame.to_enu(lat, lon)[:2] for lat, lon, _ in cameras])
     place_map: PlaceIndex | SatelliteFeatureMap = feature_map
     if args.method == "lpn":
         index_path = Path(f"out/relocalization/places_{args.world}.safetensors")
@@ -149,7 +152,7 @@ def main() -> None:
         for j in reversed(sequence):
             ref = dataset.frames[j]
             d = dataset.drives[ref.drive_index]
-            oxts = d.oxts(ref.frame)
+            oxts = replace(d.oxts(ref.frame), yaw=cameras[j][2])  # the camera's heading
             image, camera = d.image(ref.frame), d.camera()
             if j == q:
                 singles.append((image, camera, oxts.yaw, dataset.camera_height_m, oxts.pitch, oxts.roll))

@@ -219,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", default="2026_01_01")
     p.add_argument("--number", type=int, default=1)
     p.add_argument("--split", default=None, help="append frames to <root>/<split>_files.txt")
-    p.add_argument("--camera-mount", default="0,0,0", metavar="FORWARD,LEFT,YAW_DEG",
-                   help="camera place on base_link (metres, degrees left); one per --date (its calibration)")
+    p.add_argument("--camera-mount", default="1.2,0.3,1", metavar="FORWARD,LEFT,YAW_DEG",
+                   help="camera place on base_link (metres, degrees left; 0,0,0 = at base_link); one per "
+                        "--date (its calibration)")
     p.set_defaults(func=_make_drive)
 
     p = sub.add_parser("kitti-to-bag", help="convert a KITTI raw drive to a rosbag2")

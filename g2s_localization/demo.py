@@ -18,10 +18,12 @@ import torch
 from g2s_localization.cameras.bev import bev_sampling_grid, project_image_to_bev
 from g2s_localization.cameras.pinhole import rotation_ground_from_camera
 from g2s_localization.data.bag_io import kitti_to_bag
+from g2s_localization.data.kitti_calib import camera_mount
 from g2s_localization.data.kitti_raw import KittiRawDrive
 from g2s_localization.geo.geodesy import EnuFrame
 from g2s_localization.geo.tile_sources import open_tile_source
 from g2s_localization.geo.tiles import TileCache
+from g2s_localization.runtime.mount import PlanarMount
 from g2s_localization.synthetic.camera_render import CameraRig
 from g2s_localization.synthetic.drive import DriveConfig
 from g2s_localization.synthetic.generate import make_drive, make_world
@@ -37,6 +39,13 @@ def bev_of(image: np.ndarray, rig: CameraRig, pitch: float = 0.0, roll: float = 
     img = torch.from_numpy(image).permute(2, 0, 1)[None].float()
     bev = project_image_to_bev(img, grid, valid)[0].permute(1, 2, 0).numpy().astype(np.uint8)
     return bev, valid[0].numpy()
+
+
+def camera_patch(cache: TileCache, mount: PlanarMount, lat: float, lon: float, yaw: float, size: int) -> np.ndarray:
+    """The satellite patch under the camera of a base_link at ``lat``, ``lon``, ``yaw``, camera heading up."""
+    east, north, cam_yaw = mount.sensor_pose((0.0, 0.0, yaw))
+    cam_lat, cam_lon, _ = EnuFrame(lat, lon).to_geodetic(np.array([east, north, 0.0]))
+    return cache.crop(float(cam_lat), float(cam_lon), cam_yaw, size, BEV_MPP).image
 
 
 def alignment_offset_m(bev: np.ndarray, valid: np.ndarray, satellite: np.ndarray) -> tuple[float, float]:
@@ -84,7 +93,9 @@ def run_demo(out: Path, duration_s: float = 10.0) -> None:
         print(f"[3/5] bag present: {bag}")
 
     print("[4/5] geometry check: camera BEV vs satellite patch from the tile cache")
-    drive, rig = KittiRawDrive(drive_dir), CameraRig()
+    drive = KittiRawDrive(drive_dir)
+    mount = camera_mount(drive.path.parent)  # the camera sits off base_link: look from where it is
+    rig = CameraRig(drive.camera, pitch_rad=mount.pitch_rad)
     cache = TileCache(open_tile_source(world_dir / "area.mbtiles"))
     truth = drive.ground_truth()
     frame_ids = drive.frames[:: max(1, len(drive.frames) // 5)][:5]
@@ -93,10 +104,10 @@ def run_demo(out: Path, duration_s: float = 10.0) -> None:
         gt, oxts = truth[frame], drive.oxts(frame)
         bev, valid = bev_of(drive.image(frame), rig, gt.pitch, gt.roll)
         size = BEV_SIZE + 2 * SEARCH_PX
-        sat_true = cache.crop(gt.lat, gt.lon, gt.yaw, size, BEV_MPP).image
+        sat_true = camera_patch(cache, mount, gt.lat, gt.lon, gt.yaw, size)
         offsets_true.append(alignment_offset_m(bev, valid, sat_true))
         if oxts.has_fix:
-            sat_gnss = cache.crop(oxts.lat, oxts.lon, oxts.yaw, size, BEV_MPP).image
+            sat_gnss = camera_patch(cache, mount, oxts.lat, oxts.lon, oxts.yaw, size)
             offsets_gnss.append(alignment_offset_m(bev, valid, sat_gnss))
             east, north, _ = EnuFrame(gt.lat, gt.lon).to_enu(oxts.lat, oxts.lon)
             gnss_errors.append(math.hypot(float(east), float(north)))

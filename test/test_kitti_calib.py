@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from g2s_localization.data.kitti_calib import base_to_camera, level_camera_mount, write_calibration
+from g2s_localization.data.kitti_calib import base_to_camera, camera_mount, level_camera_mount, write_calibration
 from g2s_localization.data.kitti_raw import kitti_camera, read_kitti_calib
 from g2s_localization.runtime.mount import PlanarMount
-from g2s_localization.synthetic.camera_render import KITTI_CAMERA
+from g2s_localization.synthetic.camera_render import DRIVE_RIG, KITTI_CAMERA
 
 
 def test_round_trip_of_an_off_base_mount(tmp_path: Path) -> None:
@@ -57,7 +57,11 @@ def test_synthetic_drives_carry_the_chain_and_bags_the_mount(small_dataset: Path
     from g2s_localization.data.bag_io import TOPICS, kitti_to_bag, typestore
 
     date_dir = small_dataset / "raw_data" / "2026_01_01"
-    np.testing.assert_allclose(base_to_camera(date_dir), level_camera_mount(1.65), atol=1e-9)
+    # drives are rendered with the camera off base_link (DRIVE_RIG), and their calibration says so
+    rig = DRIVE_RIG
+    np.testing.assert_allclose(base_to_camera(date_dir), level_camera_mount(1.65, rig.forward_m, rig.left_m,
+                                                                            rig.yaw_rad), atol=1e-9)
+    assert camera_mount(date_dir).forward_m == pytest.approx(1.2) and camera_mount(date_dir).left_m == pytest.approx(0.3)
     bag = kitti_to_bag(date_dir / "2026_01_01_drive_0007_sync", tmp_path / "bag", progress=False)
     ts = typestore()
     with Reader(bag) as reader:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,11 +169,63 @@ class TestPipeline:
         localizer.camera_mount, localizer.gnss_mount = PlanarMount(), PlanarMount()
         assert errors["with mounts"] < 0.5 and errors["ignored"] > 1.0, errors
 
+    def wide_fix(self, setup, stamp: float):
+        """A fix 3.6 m off whose covariance (5 m per axis) opens the whole window."""
+        from g2s_localization.runtime.pipeline import GnssFix
+
+        _, world, xy, _, _, _ = setup
+        lat, lon, _ = world.enu_frame.to_geodetic(np.array([xy[0] + 3.0, xy[1] - 2.0, 0.0]))
+        return GnssFix(stamp, float(lat), float(lon), True, np.eye(2) * 25.0)
+
+    def test_odometry_tracks_confirmed_poses(self, setup) -> None:
+        """Two poses found around their GNSS fixes that agree through odometry start a track; the next
+        frame searches the minimum window around it, finds the pose again, and says so. Without
+        odometry, past the track's age limit, or after a clock jump, the search is the fix's again."""
+        from g2s_localization.runtime.pipeline import State
+
+        localizer, _, xy, _, _, _ = setup
+        localizer.reset()
+        at = lambda t, odometry=(7.0, 1.0, 0.3): localizer.process(  # noqa: E731 (the vehicle stands still)
+            self.frame(setup, t, gnss=self.wide_fix(setup, t), odometry=odometry))
+        first = at(50.0)
+        assert first.state == State.OK and "tracked" not in first.message
+        assert localizer.tracker.candidate is not None and localizer.tracker.track is None
+        second = at(50.2)
+        assert second.state == State.OK and "tracked" not in second.message
+        assert localizer.tracker.track is not None  # confirmed
+        third = at(50.4)
+        assert third.state == State.OK and third.message.startswith("tracked: searched within 4.0 m")
+        assert math.hypot(third.east_m - xy[0], third.north_m - xy[1]) < 1.0
+        for outcome in (at(50.6, odometry=None), at(60.0)):
+            assert outcome.state == State.OK and "tracked" not in outcome.message
+        at(60.2)
+        assert localizer.tracker.track is not None
+        jump = localizer.process(self.frame(setup, 40.0, odometry=(7.0, 1.0, 0.3)))
+        assert jump.state == State.INITIALIZING and localizer.tracker.track is None
+
+    def test_a_lost_track_ends(self, setup) -> None:
+        """Odometry that claims 9 m of travel the vehicle did not make moves the 4 m window away from
+        the truth: the pose is not found there (the window is the track's), and after three such
+        frames the track ends and the search is the GNSS fix's again."""
+        from g2s_localization.runtime.pipeline import State
+
+        localizer, _, xy, _, _, _ = setup
+        localizer.reset()
+        for t in (70.0, 70.2):
+            assert localizer.process(self.frame(setup, t, gnss=self.wide_fix(setup, t),
+                                                odometry=(0.0, 0.0, 0.0))).state == State.OK
+        messages = []
+        for t in (70.4, 70.6, 70.8, 71.0):
+            drifted = localizer.process(self.frame(setup, t, gnss=self.wide_fix(setup, t), odometry=(9.0, 0.0, 0.0)))
+            messages.append(drifted.message)
+            if drifted.message.startswith("tracked"):
+                assert not drifted.has_pose, "a drifted track must not publish the wrong place"
+        assert [m.startswith("tracked") for m in messages] == [True, True, True, False], messages
+        assert localizer.tracker.track is None
+
     def test_gnss_loss_or_disagreement_relocalizes(self, setup) -> None:
         """With a relocalizer: a missing fix, or a registration landing beyond the gate from the fix,
         go to the map-wide search; a fix the camera agrees with does not."""
-        from dataclasses import replace
-
         from g2s_localization.relocalization.feature_map import build_feature_map
         from g2s_localization.relocalization.relocalizer import Relocalizer
         from g2s_localization.runtime.pipeline import GnssFix, PipelineConfig, State

@@ -94,8 +94,7 @@ def kitti_to_bag(drive_dir: str | Path, bag_path: str | Path, storage: str = "mc
             "odom": writer.add_connection(TOPICS["odom"], "nav_msgs/msg/Odometry", typestore=ts),
             "tf_static": writer.add_connection(TOPICS["tf_static"], "tf2_msgs/msg/TFMessage", typestore=ts),
         }
-        odom_pose = [0.0, 0.0, 0.0]  # x, y, yaw in odom, integrated from speed and yaw rate
-        last_t: int | None = None
+        odometry = drive.dead_reckoning()  # x, y, yaw in odom, integrated from speed and yaw rate
 
         def put(name: str, stamp: int, msg) -> None:
             writer.write(conns[name], stamp, ts.serialize_cdr(msg, msg.__msgtype__))
@@ -135,12 +134,7 @@ def kitti_to_bag(drive_dir: str | Path, bag_path: str | Path, storage: str = "mc
                     position=T["geometry_msgs/msg/Point"](x=float(e), y=float(n), z=float(u)),
                     orientation=T["geometry_msgs/msg/Quaternion"](x=gq[0], y=gq[1], z=gq[2], w=gq[3]))))
             put("gt_fix", t_img, _navsatfix(ts, header(t_img, FRAMES["base"]), gt.lat, gt.lon, gt.alt, 0.0))
-            if last_t is not None:
-                dt = (t_oxts - last_t) * 1e-9
-                odom_pose[0] += o.vf * math.cos(odom_pose[2]) * dt
-                odom_pose[1] += o.vf * math.sin(odom_pose[2]) * dt
-                odom_pose[2] = math.atan2(math.sin(odom_pose[2] + o.wu * dt), math.cos(odom_pose[2] + o.wu * dt))
-            last_t = t_oxts
+            odom_pose = odometry[i]
             oq = Rotation.from_euler("z", odom_pose[2]).as_quat()
             put("odom", t_oxts, T["nav_msgs/msg/Odometry"](
                 header=header(t_oxts, FRAMES["odom"]), child_frame_id=FRAMES["base"],

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.spatial.transform import Rotation
 
 from g2s_localization.cameras.pinhole import PinholeCamera
 from g2s_localization.data.kitti_raw import read_kitti_calib
+from g2s_localization.runtime.mount import PlanarMount
 
 # optical axes in a level x-forward, y-left, z-up frame: x_opt = -y, y_opt = -z, z_opt = x
 R_OPTICAL_LEVEL = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
@@ -86,6 +88,15 @@ def base_to_camera(date_dir: str | Path, camera_index: int = 2) -> NDArray[np.fl
     baseline[0, 3] = projection[0, 3] / projection[0, 0]
     T_cam_imu = baseline @ _rigid(rect.reshape(3, 3), np.zeros(3)) @ _read_rigid(velo_cam) @ _read_rigid(imu_velo)
     return np.linalg.inv(T_cam_imu)
+
+
+def camera_mount(date_dir: str | Path, camera_index: int = 2) -> PlanarMount:
+    """The camera's planar mount on base_link from a date folder's calibration chain (at base_link
+    when the chain is missing, as in a folder with the intrinsics only)."""
+    T = base_to_camera(date_dir, camera_index)
+    if T is None:
+        return PlanarMount()
+    return PlanarMount.from_transform(tuple(T[:3, 3]), tuple(Rotation.from_matrix(T[:3, :3]).as_quat()), optical=True)
 
 
 def level_camera_mount(height_m: float, forward_m: float = 0.0, left_m: float = 0.0,

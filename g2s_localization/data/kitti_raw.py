@@ -176,6 +176,22 @@ class KittiRawDrive:
             poses.append(GroundTruthPose(frame, stamp, o.lat, o.lon, o.alt, o.yaw, o.pitch, o.roll))
         return poses
 
+    def dead_reckoning(self) -> list[tuple[float, float, float]]:
+        """``T_odom_base`` (x, y, yaw) per frame, integrated from the OXTS forward speed and yaw rate: a
+        wheel/IMU odometry stand-in, drifting as such odometry does (the bags' ``/odom``)."""
+        stamps = self.timestamps_ns("oxts")
+        pose, track, last = [0.0, 0.0, 0.0], [], None
+        for frame, stamp in zip(self.frames, stamps):
+            o = self.oxts(frame)
+            if last is not None:
+                dt = (stamp - last) * 1e-9
+                pose[0] += o.vf * math.cos(pose[2]) * dt
+                pose[1] += o.vf * math.sin(pose[2]) * dt
+                pose[2] = math.atan2(math.sin(pose[2] + o.wu * dt), math.cos(pose[2] + o.wu * dt))
+            last = stamp
+            track.append((pose[0], pose[1], pose[2]))
+        return track
+
     def datum(self) -> tuple[float, float, float] | None:
         """The synthetic world's map origin (``ground_truth/datum.yaml``), if the drive has one."""
         path = self.path / "ground_truth" / "datum.yaml"

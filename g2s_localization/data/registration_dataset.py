@@ -19,11 +19,10 @@ import cv2
 import numpy as np
 import torch
 import yaml
-from scipy.spatial.transform import Rotation
 from torch.utils.data import Dataset
 
 from g2s_localization.cameras.pinhole import PinholeCamera
-from g2s_localization.data.kitti_calib import base_to_camera
+from g2s_localization.data.kitti_calib import camera_mount
 from g2s_localization.data.kitti_raw import GroundTruthPose, KittiRawDrive, find_drives
 from g2s_localization.geo.geodesy import EnuFrame, wrap_angle
 from g2s_localization.geo.tile_sources import open_tile_source
@@ -118,9 +117,7 @@ class KittiRegistrationDataset(Dataset):
         """The camera's mount on base_link from the drive's calibration chain (at base_link without one)."""
         date_dir = drive.path.parent
         if date_dir not in self._mounts:
-            T = base_to_camera(date_dir)
-            self._mounts[date_dir] = PlanarMount() if T is None else PlanarMount.from_transform(
-                T[:3, 3], Rotation.from_matrix(T[:3, :3]).as_quat(), optical=True)
+            self._mounts[date_dir] = camera_mount(date_dir)
         return self._mounts[date_dir]
 
     def _satellite(self, drive: KittiRawDrive, frame: int, lat: float, lon: float, up_yaw: float) -> np.ndarray:
@@ -132,26 +129,36 @@ class KittiRegistrationDataset(Dataset):
         source = SatmapImageSource(drive.satmap_path(self.root, frame), oxts.lat, oxts.lon, self.satmap_metres_per_px)
         return source.crop(lat, lon, up_yaw, size, mpp)
 
+    def camera_truth_and_prior(self, index: int) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """The camera's true ground pose and its prior, each (lat, lon, ENU yaw): the registration
+        finds the camera's pose, so both are the camera's (base_link's through the drive's mount)."""
+        ref = self.frames[index]
+        drive = self.drives[ref.drive_index]
+        base_truth, mount = self.truth(index), self._mount(drive)
+        truth = _mounted(mount, base_truth.lat, base_truth.lon, base_truth.yaw)
+        oxts = drive.oxts(ref.frame)
+        if self.prior == "gnss" and oxts.has_fix:
+            return truth, _mounted(mount, oxts.lat, oxts.lon, oxts.yaw)
+        # evaluation protocol: uniform offsets within the search window, seeded per sample
+        rng = np.random.default_rng([self.seed, index])
+        r, y = self.config.search_radius_m, math.radians(self.config.yaw_range_deg)
+        fwd, left, dyaw = rng.uniform(-r, r), rng.uniform(-r, r), rng.uniform(-y, y)
+        c, s = math.cos(truth[2]), math.sin(truth[2])
+        lat, lon, _ = EnuFrame(truth[0], truth[1]).to_geodetic(np.array([fwd * c - left * s, fwd * s + left * c, 0.0]))
+        return truth, (float(lat), float(lon), float(wrap_angle(truth[2] + dyaw)))
+
+    def camera_mount(self, index: int) -> PlanarMount:
+        """The camera's mount on base_link for frame ``index``'s drive."""
+        return self._mount(self.drives[self.frames[index].drive_index])
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         ref = self.frames[index]
         drive = self.drives[ref.drive_index]
-        base_truth = self.truth(index)
         oxts = drive.oxts(ref.frame)
         if ref.drive_index not in self._cameras:
             self._cameras[ref.drive_index] = drive.camera()
         camera, mount = self._cameras[ref.drive_index], self._mount(drive)
-        # the registration finds the camera's ground pose: truth and prior are the camera's
-        truth_lat, truth_lon, truth_yaw = _mounted(mount, base_truth.lat, base_truth.lon, base_truth.yaw)
-        frame = EnuFrame(truth_lat, truth_lon)
-        if self.prior == "gnss" and oxts.has_fix:
-            prior_lat, prior_lon, prior_yaw = _mounted(mount, oxts.lat, oxts.lon, oxts.yaw)
-        else:  # evaluation protocol: uniform offsets within the search window, seeded per sample
-            rng = np.random.default_rng([self.seed, index])
-            r, y = self.config.search_radius_m, math.radians(self.config.yaw_range_deg)
-            fwd, left, dyaw = rng.uniform(-r, r), rng.uniform(-r, r), rng.uniform(-y, y)
-            c, s = math.cos(truth_yaw), math.sin(truth_yaw)
-            lat, lon, _ = frame.to_geodetic(np.array([fwd * c - left * s, fwd * s + left * c, 0.0]))
-            prior_lat, prior_lon, prior_yaw = float(lat), float(lon), float(wrap_angle(truth_yaw + dyaw))
+        (truth_lat, truth_lon, truth_yaw), (prior_lat, prior_lon, prior_yaw) = self.camera_truth_and_prior(index)
         # truth relative to the prior, in the prior's heading frame (what the model predicts)
         east, north, _ = EnuFrame(prior_lat, prior_lon).to_enu(truth_lat, truth_lon)
         c, s = math.cos(prior_yaw), math.sin(prior_yaw)

@@ -33,6 +33,9 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "max_position_std_m": (1.0, "registrations whose position std exceeds this publish no pose (competing "
                                 "places: a look-alike street, a featureless road, imagery not understood), metres"),
     "covariance_inflation": (1.0, "factor applied to the registration covariance"),
+    "track_max_age_s": (2.0, "a published pose carried forward by odometry narrows the next frames' search this "
+                             "long, seconds; 0 = search around each GNSS fix"),
+    "odometry_drift_ratio": (0.05, "odometry position error per metre travelled, for the tracked prior"),
     "sync_slop_s": (0.06, "max time difference when pairing image with GNSS and IMU, seconds"),
     "max_gnss_age_s": (0.5, "GNSS older than this relative to the image counts as missing"),
     "max_imu_age_s": (0.5, "IMU older than this relative to the image counts as stale"),
@@ -73,7 +76,8 @@ def open_localizer(p: Parameters, warn: Callable[[str], None]) -> tuple[Localize
     if p("tf_mode") not in ("auto", "map_odom", "map_base"):
         raise ConfigurationError(f"tf_mode must be auto, map_odom or map_base, got {p('tf_mode')!r}")
     for name in ("min_confidence", "sync_slop_s", "max_gnss_age_s", "max_imu_age_s", "camera_height_m",
-                 "covariance_inflation", "relocalization_gate_m", "relocalization_max_std_m", "max_position_std_m"):
+                 "covariance_inflation", "relocalization_gate_m", "relocalization_max_std_m", "max_position_std_m",
+                 "track_max_age_s", "odometry_drift_ratio"):
         value = p(name)
         if not (isinstance(value, float) and math.isfinite(value) and value >= 0):
             raise ConfigurationError(f"parameter {name} must be a finite non-negative number, got {value!r}")
@@ -98,7 +102,8 @@ def open_localizer(p: Parameters, warn: Callable[[str], None]) -> tuple[Localize
                             p("max_imu_age_s"), covariance_inflation=p("covariance_inflation"),
                             relocalization_gate_m=p("relocalization_gate_m"),
                             relocalization_max_std_m=p("relocalization_max_std_m"),
-                            max_position_std_m=p("max_position_std_m"))
+                            max_position_std_m=p("max_position_std_m"), track_max_age_s=p("track_max_age_s"),
+                            odometry_drift_ratio=p("odometry_drift_ratio"))
     try:
         camera_mount = PlanarMount(p("camera_mount_x_m"), p("camera_mount_y_m"),
                                    math.radians(p("camera_mount_yaw_deg")), math.radians(p("camera_mount_pitch_deg")))

@@ -24,6 +24,7 @@ from g2s_localization.registration.reliability import (
 )
 from g2s_localization.relocalization.relocalizer import Relocalizer
 from g2s_localization.runtime.mount import PlanarMount
+from g2s_localization.runtime.tracking import Tracker, TrackedPose
 
 
 class State(IntEnum):
@@ -101,6 +102,8 @@ class PipelineConfig:
     relocalization_max_std_m: float = 5.0  # a relocalization less sure than this is withheld
     max_position_std_m: float = 1.0  # a registration less sure than this is withheld (competing places)
     min_search_radius_m: float = 4.0  # the window an RTK-grade fix's covariance shrinks the search to, at least
+    track_max_age_s: float = 2.0  # a confirmed pose carried by odometry is the next prior this long; 0 = never
+    odometry_drift_ratio: float = 0.05  # odometry position error per metre travelled (1 sigma)
 
 
 @dataclass
@@ -115,14 +118,27 @@ class Localizer:
     camera_mount: PlanarMount = field(default_factory=PlanarMount)  # camera in base_link (/tf_static or parameters)
     gnss_mount: PlanarMount = field(default_factory=PlanarMount)  # GNSS antenna in base_link
     last_stamp_s: float | None = None
+    tracker: Tracker = field(init=False, repr=False)  # fusion over frames
+    _tracked: bool = field(default=False, init=False, repr=False)  # this frame searched the track's window
+
+    def __post_init__(self) -> None:
+        self.tracker = Tracker(self.config.track_max_age_s, self.config.odometry_drift_ratio)
 
     def reset(self) -> None:
         self.last_stamp_s = None
+        self.tracker.reset()
         if self.relocalizer is not None:
             self.relocalizer.reset()
 
     def process(self, frame: Frame) -> Outcome:
+        self._tracked = False
         outcome = self._process(frame)
+        if outcome.state != State.INITIALIZING:
+            published = None
+            if outcome.state == State.OK:
+                published = TrackedPose(frame.stamp_s, frame.odometry, (outcome.east_m, outcome.north_m,
+                                                                        outcome.yaw_rad), outcome.covariance)
+            self.tracker.update(frame.stamp_s, frame.odometry, published, self._tracked)
         return replace(outcome, stamp_ns=frame.stamp_ns or int(round(frame.stamp_s * 1e9)))
 
     def _process(self, frame: Frame) -> Outcome:
@@ -153,14 +169,25 @@ class Localizer:
         # the fix is the antenna's; registration looks for the camera's ground point and heading
         fix_frame = EnuFrame(gnss.lat_deg, gnss.lon_deg)
         base_prior = self.gnss_mount.base_pose((0.0, 0.0, att.yaw_rad))
-        cam_east, cam_north, cam_yaw = self.camera_mount.sensor_pose(base_prior)
+        max_radius = self.registrar.config.search_radius_m
+        radius = search_radius_m(gnss.covariance_en, max_radius, cfg.min_search_radius_m)
+        search_from, how = base_prior, ""
+        tracked = self.tracker.prior(frame.stamp_s, frame.odometry)
+        if tracked is not None:  # tracking: odometry from the last published pose narrows the window further
+            (east, north, _), covariance = tracked
+            tracked_radius = search_radius_m(covariance, max_radius, cfg.min_search_radius_m)
+            if tracked_radius < radius:
+                lat, lon, _ = self.datum.to_geodetic(np.array([east, north, 0.0]))
+                track_east, track_north, _ = fix_frame.to_enu(float(lat), float(lon))
+                search_from, radius = (float(track_east), float(track_north), att.yaw_rad), tracked_radius
+                how = f"tracked: searched within {radius:.1f} m of the last pose carried by odometry"
+                self._tracked = True
+        cam_east, cam_north, cam_yaw = self.camera_mount.sensor_pose(search_from)
         cam_lat, cam_lon, _ = fix_frame.to_geodetic(np.array([cam_east, cam_north, 0.0]))
         try:
             result = self.registrar.localize(frame.image, frame.camera, self.tiles, float(cam_lat), float(cam_lon),
                                              cam_yaw, cfg.camera_height_m, att.pitch_rad + self.camera_mount.pitch_rad,
-                                             att.roll_rad,
-                                             search_radius_m(gnss.covariance_en, self.registrar.config.search_radius_m,
-                                                             cfg.min_search_radius_m))
+                                             att.roll_rad, radius)
         except TileError as exc:
             return Outcome(State.OUTSIDE_COVERAGE, f"satellite tiles: {exc}", stamp)
         except ValueError as exc:
@@ -173,7 +200,7 @@ class Localizer:
             if offset > cfg.relocalization_gate_m:
                 return self._relocalize(frame, f"registration is {offset:.1f} m from the GNSS fix")
             self.relocalizer.reset()  # GNSS and camera agree: a later relocalization starts afresh
-        return self._outcome(result, stamp, State.OK, "", prior)
+        return self._outcome(result, stamp, State.OK, how, prior)
 
     def _camera_to_base(self, result: RegistrationResult, frame: EnuFrame) -> RegistrationResult:
         """The camera's registered ground pose as base_link's (east/north in ``frame``, any nearby frame)."""

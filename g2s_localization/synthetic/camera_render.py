@@ -37,6 +37,11 @@ class CameraRig:
     yaw_rad: float = 0.0
 
 
+DRIVE_RIG = CameraRig(forward_m=1.2, left_m=0.3, yaw_rad=math.radians(1.0))
+"""The rig drives are rendered with unless told otherwise: the camera ahead of and left of
+base_link and turned a degree, as on a car, so that a forgotten lever arm shows in every figure."""
+
+
 def camera_colour_response(image: Tensor, seed: int, strength: float) -> Tensor:
     """The drive camera's own gains, gamma and white balance (differs from the satellite's)."""
     rng = np.random.default_rng(seed + 15485863)

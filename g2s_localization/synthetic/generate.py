@@ -29,7 +29,7 @@ from g2s_localization.data.kitti_raw import (
 from g2s_localization.geo.tile_sources import open_tile_source
 from g2s_localization.runtime.mount import PlanarMount
 from g2s_localization.geo.tiles import TileCache
-from g2s_localization.synthetic.camera_render import CameraRenderer, CameraRig
+from g2s_localization.synthetic.camera_render import DRIVE_RIG, CameraRenderer, CameraRig
 from g2s_localization.synthetic.drive import Drive, DriveConfig, simulate_drive
 from g2s_localization.synthetic.satellite import export_tiles, render_satellite
 from g2s_localization.synthetic.world import World, WorldConfig, generate_world
@@ -67,7 +67,7 @@ class DriveOutput:
 
 def make_drive(dataset_root: str | Path, world_dir: str | Path, drive_config: DriveConfig | None = None,
                date: str = "2026_01_01", number: int = 1, split: str | None = None,
-               rig: CameraRig = CameraRig(), progress: bool = True) -> DriveOutput:
+               rig: CameraRig = DRIVE_RIG, progress: bool = True) -> DriveOutput:
     """Render a drive of the world in ``world_dir`` into ``dataset_root`` (KITTI raw layout)."""
     world = load_world(world_dir)
     drive = simulate_drive(world, drive_config)
