@@ -223,6 +223,23 @@ class TestPipeline:
         assert [m.startswith("tracked") for m in messages] == [True, True, True, False], messages
         assert localizer.tracker.track is None
 
+    def test_relocalizations_have_their_own_std_bound(self, setup) -> None:
+        """A 2 m position std withholds a registration (bound 1 m: competing places inside a GNSS
+        window) but not a relocalization (bound 5 m: the track pins it down); 6 m withholds both."""
+        from g2s_localization.registration.registrars import RegistrationResult
+        from g2s_localization.runtime.pipeline import State
+
+        localizer, world, xy, yaw, _, _ = setup
+        lat, lon, _ = world.enu_frame.to_geodetic(np.array([xy[0], xy[1], 0.0]))
+        for std, registered, relocalized in ((2.0, State.UNRELIABLE, State.RELOCALIZED),
+                                             (6.0, State.UNRELIABLE, State.UNRELIABLE)):
+            result = RegistrationResult(float(lat), float(lon), yaw, np.diag([std**2, 0.25, 1e-4]), 0.9)
+            as_registration = localizer._outcome(result, 1.0, State.OK, "")
+            as_relocalization = localizer._outcome(result, 1.0, State.RELOCALIZED, "relocalized",
+                                                   max_std_m=localizer.config.relocalization_max_std_m)
+            assert (as_registration.state, as_relocalization.state) == (registered, relocalized), std
+            assert as_relocalization.has_pose == (relocalized == State.RELOCALIZED)
+
     def test_gnss_loss_or_disagreement_relocalizes(self, setup) -> None:
         """With a relocalizer: a missing fix, or a registration landing beyond the gate from the fix,
         go to the map-wide search; a fix the camera agrees with does not."""
