@@ -95,7 +95,7 @@ def run_demo(out: Path, duration_s: float = 10.0) -> None:
     print("[4/5] geometry check: camera BEV vs satellite patch from the tile cache")
     drive = KittiRawDrive(drive_dir)
     mount = camera_mount(drive.path.parent)  # the camera sits off base_link: look from where it is
-    rig = CameraRig(drive.camera, pitch_rad=mount.pitch_rad)
+    rig = CameraRig(drive.camera(), pitch_rad=mount.pitch_rad)
     cache = TileCache(open_tile_source(world_dir / "area.mbtiles"))
     truth = drive.ground_truth()
     frame_ids = drive.frames[:: max(1, len(drive.frames) // 5)][:5]
