@@ -297,3 +297,21 @@ def test_camera_mount_comes_from_tf_static(small_world_dir: Path) -> None:
         output = proc.communicate(timeout=30)[0]
     assert "camera mount from /tf_static (base_link -> camera_optical_frame): 1.20 m ahead, 0.30 m left, " \
            "yaw 0.00 deg, pitch 0.00 deg" in output, output[-2000:]
+
+
+def test_without_a_mount_frames_wait_for_tf_static_then_use_the_parameters(small_world_dir: Path,
+                                                                            small_dataset: Path) -> None:
+    """No camera_mount_* set and no /tf_static yet: a pose now would be the camera's published as
+    base_link's, so the first frames are INITIALIZING and say why; after tf_static_wait_s the
+    parameters stand and frames go on (here to NO_GNSS: the fix is NaN)."""
+    drive = find_drives(small_dataset)[0]
+    params = {"tiles_path": small_world_dir / "tiles", "weights": "baseline", "device": "cpu",
+              "tf_static_wait_s": 1.0}
+    with running_node(params, namespace="/unmounted") as (harness, proc):
+        frame = drive.frames[0]
+        harness.send(1.0, drive.image(frame), camera_k(drive), (math.nan, math.nan, math.nan), drive.oxts(frame).yaw)
+        expect_state(harness, 1.0, RegistrationStatus.STATE_INITIALIZING, "waiting for /tf_static base_link -> ")
+        time.sleep(1.2)
+        harness.send(1.1, drive.image(frame), camera_k(drive), (math.nan, math.nan, math.nan), drive.oxts(frame).yaw)
+        expect_state(harness, 1.1, RegistrationStatus.STATE_NO_GNSS, "")
+        assert proc.poll() is None

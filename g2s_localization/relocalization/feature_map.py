@@ -177,12 +177,18 @@ class SatelliteFeatureMap:
 @torch.no_grad()
 def build_feature_map(tiles: TileCache, registrar: Registrar, origin: tuple[float, float], half_extent_m: float,
                       pool: int = 4, block_cells: int = 128, headings: int = 16,
-                      progress: bool = True) -> SatelliteFeatureMap:
+                      progress: bool = True, shard: tuple[int, int] = (0, 1)) -> SatelliteFeatureMap:
     """The registrar's satellite features over ``origin +- half_extent_m`` on ``headings`` grids, in blocks.
 
     Each block is computed on a crop with a margin (the encoder's receptive field), so a grid
     equals one big forward pass; blocks outside the cache are left invalid, never padded.
+    ``shard = (k, n)`` computes only every ``n``-th block from the ``k``-th: ``n`` independent
+    workers build the shards and :func:`merge_feature_maps` joins them into the whole map, equal
+    to one worker's (blocks never share a pooled cell).
     """
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
     from g2s_localization.geo.geodesy import EnuFrame
 
     cfg = registrar.config
@@ -196,7 +202,7 @@ def build_feature_map(tiles: TileCache, registrar: Registrar, origin: tuple[floa
     grid = SatelliteFeatureMap(origin, cell, torch.zeros(1, 1, cells, cells), torch.zeros(1, cells, cells), yaws)
     features = valid = None
     jobs = [(d, r, c) for d in range(headings) for r in range(0, cells, per_block) for c in range(0, cells, per_block)]
-    for d, r0, c0 in tqdm(jobs, desc="feature map", disable=not progress, unit="block"):
+    for d, r0, c0 in tqdm(jobs[index::count], desc="feature map", disable=not progress, unit="block"):
         heading = float(yaws[d])
         east, north = grid.cell_to_en(r0 + (per_block - 1) / 2, c0 + (per_block - 1) / 2, heading)
         lat, lon, _ = frame.to_geodetic(np.array([float(east), float(north), 0.0]))
@@ -212,6 +218,10 @@ def build_feature_map(tiles: TileCache, registrar: Registrar, origin: tuple[floa
             valid = torch.zeros(headings, cells, cells, dtype=torch.bool)
         features[d, :, r0:r0 + per_block, c0:c0 + per_block] = block
         valid[d, r0:r0 + per_block, c0:c0 + per_block] = True
+    if features is None and count > 1:  # this shard's blocks all lie outside the cache: an empty part
+        probe = torch.zeros(1, 3, 4 * margin, 4 * margin, device=registrar.device)  # only its channel count matters
+        features = torch.zeros(headings, registrar.satellite_features(probe).shape[1], cells, cells)
+        valid = torch.zeros(headings, cells, cells, dtype=torch.bool)
     if features is None:
         raise ValueError(f"no part of {2 * half_extent_m:.0f} m square around {origin} is inside the tile cache")
     pooled = F.avg_pool2d(features, pool)
@@ -219,3 +229,26 @@ def build_feature_map(tiles: TileCache, registrar: Registrar, origin: tuple[floa
     return SatelliteFeatureMap(origin, cell * pool, pooled, pooled_valid, yaws.float(), registrar.name)
 
 
+
+
+def merge_feature_maps(parts: list[SatelliteFeatureMap]) -> SatelliteFeatureMap:
+    """The whole map from the shards of one build (:func:`build_feature_map` with ``shard``): each
+    cell from the one shard that computed it. Shards of different builds, or overlapping ones, raise
+    ValueError."""
+    if not parts:
+        raise ValueError("no feature map shards to merge")
+    first = parts[0]
+    for part in parts[1:]:
+        if (part.origin != first.origin or part.cell_m != first.cell_m or part.features.shape != first.features.shape
+                or not torch.equal(part.headings, first.headings) or part.registrar_name != first.registrar_name):
+            raise ValueError("feature map shards come from different builds (origin, cells, headings or registrar)")
+    valid = torch.stack([p.valid for p in parts])
+    if (valid.sum(0) > 1).any():
+        raise ValueError("feature map shards overlap: the same shard given twice?")
+    features = torch.zeros_like(first.features)
+    for part in parts:
+        features += part.features * part.valid[:, None]
+    if not valid.any():
+        raise ValueError("no part of the area is inside the tile cache")
+    return SatelliteFeatureMap(first.origin, first.cell_m, features, valid.any(0), first.headings.clone(),
+                               first.registrar_name)

@@ -176,8 +176,9 @@ class PlaceIndex:
 
 @torch.no_grad()
 def build_place_index(feature_map: SatelliteFeatureMap, head: RingPartHead, lattice_cells: int = 3,
-                      progress: bool = True) -> PlaceIndex:
-    """Descriptors of every ``lattice_cells``-th map cell at every map heading.
+                      progress: bool = True, shard: tuple[int, int] = (0, 1)) -> PlaceIndex:
+    """Descriptors of every ``lattice_cells``-th map cell at every map heading (``shard = (k, n)``:
+    only every ``n``-th heading from the ``k``-th; :func:`merge_place_indexes` joins the shards).
 
     Each part's mean is an FFT correlation of the cell features with that part's weights, so the
     window is described at every cell at once; lattice points are then read off by their position
@@ -200,7 +201,9 @@ def build_place_index(feature_map: SatelliteFeatureMap, head: RingPartHead, latt
     dim = len(head.parts) * head.projection.shape[-1]
     descriptors = torch.zeros(layers, size, size, dim, dtype=torch.float16)
     valid = torch.zeros(layers, size, size, dtype=torch.bool)
-    for d in tqdm(range(layers), desc="place index", disable=not progress, unit="heading"):
+    if not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
+    for d in tqdm(range(shard[0], layers, shard[1]), desc="place index", disable=not progress, unit="heading"):
         heading = float(feature_map.headings[d])
         spectrum = torch.fft.rfft2(head.cell(feature_map.features[d][None].float())[0])
         r, c = grid_en_to_cell((h, w), feature_map.cell_m, east, north, heading)
@@ -215,3 +218,21 @@ def build_place_index(feature_map: SatelliteFeatureMap, head: RingPartHead, latt
         valid[d] = covered
     return PlaceIndex(feature_map.origin, feature_map.cell_m * lattice_cells, descriptors, valid,
                       feature_map.headings.clone(), head, feature_map.cell_m, feature_map.registrar_name)
+
+
+def merge_place_indexes(parts: list[PlaceIndex]) -> PlaceIndex:
+    """The whole index from the heading shards of one build, in shard order (``parts[k]`` is shard
+    ``(k, len(parts))``, which built headings ``k, k + n, ...``); shards of different builds raise ValueError."""
+    if not parts:
+        raise ValueError("no place index shards to merge")
+    first, count = parts[0], len(parts)
+    for part in parts[1:]:
+        if (part.origin != first.origin or part.cell_m != first.cell_m
+                or part.descriptors.shape != first.descriptors.shape or not torch.equal(part.headings, first.headings)
+                or part.registrar_name != first.registrar_name):
+            raise ValueError("place index shards come from different builds")
+    descriptors, valid = first.descriptors.clone(), first.valid.clone()
+    for d in range(len(first.headings)):
+        descriptors[d], valid[d] = parts[d % count].descriptors[d], parts[d % count].valid[d]
+    return PlaceIndex(first.origin, first.cell_m, descriptors, valid, first.headings.clone(), first.head,
+                      first.feature_cell_m, first.registrar_name)

@@ -93,6 +93,10 @@ class G2SNode(Node):
         self.attitudes: NearestBuffer = NearestBuffer()
         self.odom: NearestBuffer = NearestBuffer()
         self.camera = None
+        # without mount parameters the camera's place must come from /tf_static: wait for it a little
+        self._camera_mount_known = any(self.p(f"camera_mount_{k}") != 0.0 for k in ("x_m", "y_m", "yaw_deg",
+                                                                                     "pitch_deg"))
+        self._first_frame_wall: float | None = None
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "~/pose", 10)
         self.status_pub = self.create_publisher(RegistrationStatus, "~/status", 10)
         self.sat_pub = self.create_publisher(Image, "~/satellite_prior", 2)
@@ -162,8 +166,10 @@ class G2SNode(Node):
             if sensor == "gnss":
                 mount = PlanarMount(mount.forward_m, mount.left_m)  # an antenna has a place, no heading
             attribute = f"{sensor}_mount"
+            self._camera_mount_known |= sensor == "camera"
             if mount != getattr(self.localizer, attribute):
                 setattr(self.localizer, attribute, mount)
+                self.localizer.tracker.reset()  # a track found through the old mount is not base_link's
                 self.get_logger().info(f"{sensor} mount from /tf_static ({self.p('base_frame')} -> {frame}): "
                                        f"{mount.forward_m:.2f} m ahead, {mount.left_m:.2f} m left, "
                                        f"yaw {round(math.degrees(mount.yaw_rad), 2) + 0.0:.2f} deg, "
@@ -243,19 +249,39 @@ class G2SNode(Node):
                 self._datum_set = True
                 self.get_logger().info(f"map datum set to the first fix {frame.gnss.lat_deg:.7f}, "
                                        f"{frame.gnss.lon_deg:.7f}")
+            waiting = ""
             try:
-                outcome = self.localizer.process(frame)
+                waiting = self._waiting_for_camera_mount()
+                outcome = Outcome(State.INITIALIZING, waiting, frame.stamp_s, stamp_ns=frame.stamp_ns) if waiting \
+                    else self.localizer.process(frame)
             except Exception as exc:  # a bug must cost one frame, never the node
                 outcome = Outcome(State.BAD_INPUT, f"internal error: {type(exc).__name__}: {exc}", frame.stamp_s,
                                   stamp_ns=frame.stamp_ns)
                 self.get_logger().error(outcome.message)
-            if outcome.state == State.INITIALIZING:
+            if outcome.state == State.INITIALIZING and not waiting:
                 for buffer in (self.fixes, self.attitudes, self.odom):
                     buffer.clear()
             self.last_latency_s = time.perf_counter() - start
             self.counters["processed"] += 1
             self.counters["unreliable"] += outcome.state == State.UNRELIABLE
             self._publish(outcome)
+
+    def _waiting_for_camera_mount(self) -> str:
+        """Why this frame waits for /tf_static ('' when it need not): with no mount parameters set, a
+        pose registered before the camera's mount is known would be the camera's, published as
+        base_link's (a lever arm off). After ``tf_static_wait_s`` the parameters stand."""
+        if self._camera_mount_known:
+            return ""
+        now = time.monotonic()
+        self._first_frame_wall = self._first_frame_wall or now
+        if now - self._first_frame_wall <= self.p("tf_static_wait_s"):
+            return (f"waiting for /tf_static {self.p('base_frame')} -> {self._sensor_frames['camera'] or 'camera'} "
+                    f"(up to {self.p('tf_static_wait_s'):g} s; then the camera_mount_* parameters)")
+        self._camera_mount_known = True
+        self.get_logger().warning(f"no /tf_static from {self.p('base_frame')} to the camera frame after "
+                                  f"{self.p('tf_static_wait_s'):g} s: using the camera_mount_* parameters (camera at "
+                                  f"base_link unless set)")
+        return ""
 
     def _header(self, msg, stamp_ns: int, frame_id: str) -> None:
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)

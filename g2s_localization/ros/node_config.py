@@ -45,6 +45,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "imu_topic": ("/imu/data", "IMU topic (orientation in ENU)"),
     "odometry_topic": ("", "nav_msgs/Odometry topic for dead reckoning; '' = the odom_frame->base_frame "
                            "transform on /tf"),
+    "tf_static_wait_s": (2.0, "with no camera_mount_* parameter set, frames wait this long (wall time) for /tf_static "
+                              "to give the camera's mount, then the parameters (camera at base_link) stand"),
     "camera_mount_x_m": (0.0, "camera ahead of base_link, metres; used until /tf_static links base_frame to the "
                               "CameraInfo frame"),
     "camera_mount_y_m": (0.0, "camera left of base_link, metres (fallback for /tf_static)"),
@@ -77,7 +79,7 @@ def open_localizer(p: Parameters, warn: Callable[[str], None]) -> tuple[Localize
         raise ConfigurationError(f"tf_mode must be auto, map_odom or map_base, got {p('tf_mode')!r}")
     for name in ("min_confidence", "sync_slop_s", "max_gnss_age_s", "max_imu_age_s", "camera_height_m",
                  "covariance_inflation", "relocalization_gate_m", "relocalization_max_std_m", "max_position_std_m",
-                 "track_max_age_s", "odometry_drift_ratio"):
+                 "track_max_age_s", "odometry_drift_ratio", "tf_static_wait_s"):
         value = p(name)
         if not (isinstance(value, float) and math.isfinite(value) and value >= 0):
             raise ConfigurationError(f"parameter {name} must be a finite non-negative number, got {value!r}")
