@@ -20,13 +20,14 @@ from g2s_localization.synthetic.generate import load_world
 
 
 def g2s(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "g2s_localization", *args], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "g2s_localization", *args], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", type=Path, default=Path("out/map_building/world"))
-    parser.add_argument("--half-extent", type=float, default=150.0, help="metres: the map is twice this across")
+    parser.add_argument("--half-extent", type=float, default=300.0, help="metres: the map is twice this across")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--weights", default="", help="'' = shipped learned registrar, 'baseline', or a path")
     parser.add_argument("--json", type=Path, default=None)

@@ -213,20 +213,20 @@ def build_feature_map(tiles: TileCache, registrar: Registrar, origin: tuple[floa
             continue
         image = torch.from_numpy(patch).permute(2, 0, 1)[None].float().to(registrar.device) / 255.0
         block = registrar.satellite_features(image)[0, :, margin:-margin, margin:-margin].cpu()
+        block = F.avg_pool2d(block[None], pool)[0]  # pooled now: blocks never share a pooled cell
         if features is None:
-            features = torch.zeros(headings, block.shape[0], cells, cells)
-            valid = torch.zeros(headings, cells, cells, dtype=torch.bool)
-        features[d, :, r0:r0 + per_block, c0:c0 + per_block] = block
-        valid[d, r0:r0 + per_block, c0:c0 + per_block] = True
+            features = torch.zeros(headings, block.shape[0], cells // pool, cells // pool)
+            valid = torch.zeros(headings, cells // pool, cells // pool, dtype=torch.bool)
+        rows, cols = slice(r0 // pool, (r0 + per_block) // pool), slice(c0 // pool, (c0 + per_block) // pool)
+        features[d, :, rows, cols] = block
+        valid[d, rows, cols] = True
     if features is None and count > 1:  # this shard's blocks all lie outside the cache: an empty part
         probe = torch.zeros(1, 3, 4 * margin, 4 * margin, device=registrar.device)  # only its channel count matters
-        features = torch.zeros(headings, registrar.satellite_features(probe).shape[1], cells, cells)
-        valid = torch.zeros(headings, cells, cells, dtype=torch.bool)
+        features = torch.zeros(headings, registrar.satellite_features(probe).shape[1], cells // pool, cells // pool)
+        valid = torch.zeros(headings, cells // pool, cells // pool, dtype=torch.bool)
     if features is None:
         raise ValueError(f"no part of {2 * half_extent_m:.0f} m square around {origin} is inside the tile cache")
-    pooled = F.avg_pool2d(features, pool)
-    pooled_valid = F.avg_pool2d(valid[:, None].float(), pool)[:, 0] > 0.999
-    return SatelliteFeatureMap(origin, cell * pool, pooled, pooled_valid, yaws.float(), registrar.name)
+    return SatelliteFeatureMap(origin, cell * pool, features, valid, yaws.float(), registrar.name)
 
 
 

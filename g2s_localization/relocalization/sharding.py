@@ -81,13 +81,15 @@ def run_local_workers(argv: list[str], out: Path, workers: int, threads: int = 1
 
 
 def set_threads(threads: int | None) -> None:
-    """One worker's share of the cores (``None``: torch's default)."""
+    """One worker's share of the cores, for torch and OpenCV (``None``: their defaults)."""
+    import cv2
     import torch
 
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)  # tile decoding and warps have their own pool
 
 
 def build_in_shards(build: Callable[[tuple[int, int]], Map], load: Callable[[Path], Map],
