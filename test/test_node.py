@@ -180,6 +180,10 @@ def test_registers_a_drive_and_publishes_pose_tf_status(live) -> None:
     assert wait_for(lambda: any(t.transforms and t.transforms[0].child_frame_id == "base_link" for t in harness.tf))
     assert wait_for(lambda: len(harness.diagnostics) > 0)
     assert harness.diagnostics[-1].status[0].name.startswith("g2s_localization")
+    values = {kv.key: float(kv.value) for kv in harness.diagnostics[-1].status[0].values
+              if kv.key.endswith("_ms")}  # where the node's time goes
+    assert 0 < values["latency_p50_ms"] <= values["latency_p95_ms"] and values["features_ms"] > 0
+    assert values["decode_ms"] > 0 and values["search_ms"] > 0 and values["crop_ms"] > 0
     assert wait_for(lambda: len(harness.satellite) > 0)
     assert harness.satellite[-1].encoding == "rgb8" and harness.satellite[-1].width > 0
 

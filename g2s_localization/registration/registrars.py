@@ -9,6 +9,7 @@ into an absolute ENU pose with covariance. One code path on CUDA and CPU.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +124,7 @@ class Registrar:
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     temperature: float = 0.05
+    last_timings: dict[str, float] = {}  # seconds per stage of the last frame (replaced, never mutated)
 
     def ground_features(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """BEV features ``(B, C, S, S)`` (heading up, camera ground point at the centre), mask ``(B, S, S)``."""
@@ -140,7 +142,12 @@ class Registrar:
     @torch.no_grad()
     def search(self, batch: dict[str, Tensor]) -> SearchResult:
         """The coarse-to-fine search; ``batch["search_radius_m"]`` ``(B,)``, when present, narrows the window."""
-        return coarse_to_fine(*self.features(batch), self.config, batch.get("search_radius_m"))
+        start = time.perf_counter()
+        features = self.features(batch)
+        featured = time.perf_counter()
+        result = coarse_to_fine(*features, self.config, batch.get("search_radius_m"))
+        self.last_timings = {**self.last_timings, "features": featured - start, "search": time.perf_counter() - featured}
+        return result
 
     def score_volume(self, batch: dict[str, Tensor]) -> ScoreVolume:
         """The coarse search's volume (what the covariance and the plots' score maps come from)."""
@@ -160,11 +167,15 @@ class Registrar:
         """Register one RGB image against the tile cache around a prior (WGS84, ENU yaw), within
         ``search_radius_m`` of it (default and at most: the configured window)."""
         cfg = self.config
+        start = time.perf_counter()
         patch = tiles.crop(prior_lat, prior_lon, prior_yaw, cfg.satellite_input_px, cfg.satellite_metres_per_px)
+        cropped = time.perf_counter()
         batch = live_batch(image, camera, camera_height_m, pitch, roll, cfg)
         batch["satellite"] = torch.from_numpy(patch.image).permute(2, 0, 1)[None].float() / 255.0
         if search_radius_m is not None and search_radius_m < cfg.search_radius_m:
             batch["search_radius_m"] = torch.tensor([float(search_radius_m)])
+        # where a frame's time goes (seconds), for the node's diagnostics; search() adds its stages
+        self.last_timings = {"crop": cropped - start, "bev": time.perf_counter() - cropped}
         est = self.estimate(batch)
         offset, yaw, cov = to_map_frame(est, torch.tensor([prior_yaw], dtype=torch.float64, device=est.forward_m.device))
         lat, lon, _ = EnuFrame(prior_lat, prior_lon).to_geodetic(

@@ -57,6 +57,7 @@ from g2s_localization.ros.messages import (
 )
 from g2s_localization.ros.node_config import PARAMETERS, ConfigurationError, open_localizer
 from g2s_localization.runtime.mount import PlanarMount
+from g2s_localization.runtime.timing import FrameTimings
 from g2s_localization.runtime.pipeline import Frame, Localizer, Outcome, State
 from g2s_localization.runtime.sync import NearestBuffer
 
@@ -80,6 +81,7 @@ class G2SNode(Node):
         self.counters = {"received": 0, "processed": 0, "dropped": 0, "published": 0, "relocalized": 0,
                          "unreliable": 0}
         self.last_latency_s = math.nan
+        self.timings = FrameTimings()
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -194,6 +196,7 @@ class G2SNode(Node):
 
     def _on_image(self, msg: Image) -> None:
         self.counters["received"] += 1
+        received = time.monotonic()
         stamp = stamp_to_seconds(msg.header.stamp)
         image, error = None, ""
         try:
@@ -201,8 +204,8 @@ class G2SNode(Node):
         except ValueError as exc:
             error = str(exc)
         # pairing with GNSS / IMU happens in the worker, once those streams have caught up
-        frame = Frame(stamp, image, self.camera, None, None, error,
-                      stamp_to_nanoseconds(msg.header.stamp))
+        frame = Frame(stamp, image, self.camera, None, None, error, stamp_to_nanoseconds(msg.header.stamp),
+                      received_s=received, decode_s=time.monotonic() - received)
         try:
             self._queue.put_nowait(frame)
         except queue.Full:  # the registrar is busy: keep only the newest frame
@@ -242,7 +245,10 @@ class G2SNode(Node):
                 frame = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
+            paired = time.monotonic()
             frame = self._pair(frame)
+            wait_s = time.monotonic() - paired
+            self.localizer.registrar.last_timings = {}
             start = time.perf_counter()
             if not self._datum_set and frame.gnss is not None and frame.gnss.has_fix:
                 self.localizer.datum = EnuFrame(frame.gnss.lat_deg, frame.gnss.lon_deg)
@@ -264,7 +270,12 @@ class G2SNode(Node):
             self.last_latency_s = time.perf_counter() - start
             self.counters["processed"] += 1
             self.counters["unreliable"] += outcome.state == State.UNRELIABLE
+            publishing = time.monotonic()
             self._publish(outcome)
+            done = time.monotonic()
+            self.timings.add(done - frame.received_s, {"decode": frame.decode_s, "wait": wait_s,
+                                                       **self.localizer.registrar.last_timings,
+                                                       "publish": done - publishing})
 
     def _waiting_for_camera_mount(self) -> str:
         """Why this frame waits for /tf_static ('' when it need not): with no mount parameters set, a
@@ -338,7 +349,8 @@ class G2SNode(Node):
         status = DiagnosticStatus(level=LEVELS[outcome.state], name="g2s_localization: registration",
                                   hardware_id="camera", message=outcome.message or outcome.state.name)
         values = {**{k: str(v) for k, v in self.counters.items()}, "state": outcome.state.name,
-                  "confidence": f"{outcome.confidence:.3f}", "latency_ms": f"{1000 * self.last_latency_s:.1f}"}
+                  "confidence": f"{outcome.confidence:.3f}", "latency_ms": f"{1000 * self.last_latency_s:.1f}",
+                  **{k: f"{v:.1f}" for k, v in self.timings.summary().items()}}
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array.status = [status]
         self.diag_pub.publish(array)

@@ -5,6 +5,7 @@ plain arrays and state names here, so only this edge touches rclpy and message c
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from g2s_localization_msgs.msg import RegistrationStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.executors import SingleThreadedExecutor
@@ -33,6 +35,10 @@ class NodeRecording:
 
     poses: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     states: dict[str, int] = field(default_factory=dict)
+    diagnostics: dict[str, str] = field(default_factory=dict)  # the node's last diagnostic key-values
+    replay_s: float = 0.0  # wall time of the replay
+    node_cpu_s: float = 0.0  # CPU time (user + system) of the node process during the replay
+    node_peak_rss_mib: float = 0.0
 
 
 class Recorder(Node):
@@ -42,6 +48,12 @@ class Recorder(Node):
         self._state_counts: dict[int, int] = {}
         self.create_subscription(PoseWithCovarianceStamped, f"/{node_name}/pose", self._on_pose, 100)
         self.create_subscription(RegistrationStatus, f"/{node_name}/status", self._on_status, 100)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 100)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.startswith("g2s_localization"):
+                self.recording.diagnostics = {kv.key: kv.value for kv in status.values}
 
     def _on_pose(self, msg: PoseWithCovarianceStamped) -> None:
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
@@ -85,10 +97,14 @@ def run_node_on_bag(bag: Path, tiles: Path, weights: str, rate: float, datum: tu
                     raise RuntimeError(f"g2s_node did not start; see {log_path}")
                 time.sleep(0.1)
             time.sleep(1.0)
+            cpu_before, started = _process_cpu_s(node.pid), time.monotonic()
             subprocess.run([sys.executable, "-m", "g2s_localization.cli", "replay", str(bag), "--rate", str(rate),
                             "--wait-timeout", "30", "--wait-for", *input_topics],
                            check=True, stdout=log, stderr=subprocess.STDOUT)
+            recorder.recording.replay_s = time.monotonic() - started
+            recorder.recording.node_cpu_s = _process_cpu_s(node.pid) - cpu_before
             time.sleep(2.0)  # the last frames are still being registered
+            recorder.recording.node_peak_rss_mib = _peak_rss_mib(node.pid)
         finally:
             if node.poll() is None:
                 node.send_signal(2)
@@ -100,3 +116,23 @@ def run_node_on_bag(bag: Path, tiles: Path, weights: str, rate: float, datum: tu
     recorder.destroy_node()
     rclpy.shutdown(context=context)
     return recorder.finish()
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """Peak resident memory of a process (Linux /proc ``VmHWM``; 0 elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError):
+        pass
+    return 0.0

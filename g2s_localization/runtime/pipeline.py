@@ -70,6 +70,8 @@ class Frame:
     image_error: str = ""
     stamp_ns: int = 0  # the exact header stamp, echoed on every output
     odometry: tuple[float, float, float] | None = None  # T_odom_base as (x, y, yaw); dead reckoning when relocalizing
+    received_s: float = 0.0  # monotonic clock when the image arrived, and its decoding time (latency diagnostics)
+    decode_s: float = 0.0
 
 
 @dataclass(frozen=True)
