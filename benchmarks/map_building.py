@@ -1,5 +1,5 @@
 """Feature-map building across worker processes: wall time with 1 and with N workers, one thread
-each, and whether the maps are identical (SYNTHETIC town; a world is generated when missing).
+each, and whether the maps are identical (SYNTHETIC 1 km x 1 km town, generated when missing).
 
 Target (issue 17): on a 2-core machine, 2 workers at least 1.7x faster than 1, identical output.
 Prints the figures; ``--json FILE`` writes them too.
@@ -27,14 +27,14 @@ def g2s(*args: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", type=Path, default=Path("out/map_building/world"))
-    parser.add_argument("--half-extent", type=float, default=300.0, help="metres: the map is twice this across")
+    parser.add_argument("--half-extent", type=float, default=500.0, help="metres: the map is twice this across")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--weights", default="", help="'' = shipped learned registrar, 'baseline', or a path")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if not (args.world / "world.yaml").is_file():
-        print(f"no world at {args.world}: generating one (SYNTHETIC, seed 20)")
-        g2s("make-world", str(args.world), "--seed", "20")
+        print(f"no world at {args.world}: generating one (SYNTHETIC, seed 40, 1 km x 1 km)")
+        g2s("make-world", str(args.world), "--seed", "40", "--size", "1000")
     world = load_world(args.world)
     lat, lon = world.config.anchor_lat_deg, world.config.anchor_lon_deg
     out = args.world.parent

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from g2s_localization.geo.tile_sources import TileError
@@ -122,7 +124,9 @@ def _map_worker_argv(args: argparse.Namespace) -> list[str]:
     return argv + (["--device", args.device] if args.device else [])
 
 
-def _area_feature_map(args: argparse.Namespace, registrar, out: Path):
+def _area_feature_map(args: argparse.Namespace, registrar: Callable[[], object], out: Path):
+    """The feature map of the area, whole or in shards (``registrar()`` is called only where a
+    map is built: a parent of workers merely merges)."""
     from g2s_localization.geo.tile_sources import open_tile_source
     from g2s_localization.geo.tiles import TileCache
     from g2s_localization.relocalization.feature_map import (
@@ -131,7 +135,7 @@ def _area_feature_map(args: argparse.Namespace, registrar, out: Path):
     from g2s_localization.relocalization.sharding import build_in_shards
 
     tiles = TileCache(open_tile_source(args.tiles))
-    build = lambda shard: build_feature_map(tiles, registrar, (args.lat, args.lon), args.half_extent,  # noqa: E731
+    build = lambda shard: build_feature_map(tiles, registrar(), (args.lat, args.lon), args.half_extent,  # noqa: E731
                                             MapSearchConfig.pool, shard=shard, progress=not args.shard)
     argv = _map_worker_argv(args)
     argv[0] = "build-feature-map"
@@ -147,7 +151,7 @@ def _build_place_index(args: argparse.Namespace) -> None:
     from g2s_localization.relocalization.sharding import build_in_shards, set_threads
 
     set_threads(args.threads)
-    registrar = registrar_from_weights(args.weights, args.device)
+    registrar = functools.cache(lambda: registrar_from_weights(args.weights, args.device))
     head = load_place_head(args.head or DEFAULT_PLACE_WEIGHTS)
     if args.features is not None:  # a feature map built before (perhaps across machines)
         feature_map = SatelliteFeatureMap.load(args.features)
@@ -162,7 +166,7 @@ def _build_place_index(args: argparse.Namespace) -> None:
     index = build_in_shards(build, PlaceIndex.load, merge_place_indexes, args.out, [], 1, args.shard, distributed=False)
     h, w = index.shape
     print(f"{len(index)} descriptors ({w}x{h} lattice of {index.cell_m:g} m x {len(index.headings)} headings) for the "
-          f"{registrar.name} registrar written to {args.out}")
+          f"{index.registrar_name} registrar written to {args.out}")
     if args.features_out is not None:
         print(f"its feature map (the node's relocalization_features) written to {args.features_out}")
 
@@ -172,14 +176,14 @@ def _build_feature_map(args: argparse.Namespace) -> None:
     from g2s_localization.relocalization.sharding import set_threads
 
     set_threads(args.threads)
-    registrar = registrar_from_weights(args.weights, args.device)
+    registrar = functools.cache(lambda: registrar_from_weights(args.weights, args.device))
     feature_map = _area_feature_map(args, registrar, args.out)
     if feature_map is None:
         return
     h, w = feature_map.shape
     what = f"shard {args.shard} of the map" if args.shard else "the map"
     print(f"{what}: {w}x{h} cells of {feature_map.cell_m:g} m ({100 * float(feature_map.valid.float().mean()):.0f} % "
-          f"built) for the {registrar.name} registrar written to {args.out}")
+          f"built) for the {feature_map.registrar_name} registrar written to {args.out}")
 
 
 def _merge_maps(args: argparse.Namespace) -> None:

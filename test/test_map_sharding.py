@@ -50,6 +50,25 @@ def test_feature_map_shards_merge_to_the_whole(area: dict) -> None:
                                                         progress=False, shard=(1, 3))])
 
 
+def test_shard_files_hold_their_part_and_old_files_still_load(area: dict, tmp_path: Path) -> None:
+    """A file keeps only the valid cells' features, so a shard's file is about its share of the
+    map; the first format (the whole grid) still loads."""
+    from safetensors.torch import save_file
+
+    from g2s_localization.relocalization.relocalizer import load_place_map
+
+    whole, part = build(area), build(area, (1, 4))
+    sizes = [m.save(tmp_path / f"{name}.safetensors").stat().st_size for name, m in (("whole", whole), ("part", part))]
+    assert sizes[1] < 0.5 * sizes[0]  # a quarter of the blocks, plus the (whole) valid mask
+    loaded = SatelliteFeatureMap.load(tmp_path / "part.safetensors")
+    assert torch.equal(loaded.valid, part.valid) and torch.equal(loaded.features, part.features.half().float())
+    save_file({"features": whole.features.half(), "valid": whole.valid.to(torch.uint8), "headings": whole.headings},
+              str(tmp_path / "old.safetensors"), metadata={"format": "g2s-feature-map-1", "origin": "[49.0, 8.4]",
+                                                           "cell_m": "1.6", "registrar": "edge-ncc baseline"})
+    old = load_place_map(tmp_path / "old.safetensors")
+    assert isinstance(old, SatelliteFeatureMap) and torch.equal(old.features, whole.features.half().float())
+
+
 def test_place_index_shards_merge_to_the_whole(area: dict) -> None:
     from g2s_localization.relocalization.place_head import RingPartHead, part_kernels
     from g2s_localization.relocalization.place_index import build_place_index, merge_place_indexes

@@ -28,7 +28,8 @@ from g2s_localization.geo.tile_sources import TileError
 from g2s_localization.geo.tiles import TileCache
 from g2s_localization.registration.registrars import Registrar
 
-FORMAT = "g2s-feature-map-1"
+FORMAT = "g2s-feature-map-2"  # features of the valid cells only
+FORMAT_WHOLE_GRID = "g2s-feature-map-1"  # read too
 NORTH_UP_YAW = math.pi / 2  # ENU yaw of 'up' in a north-up map
 
 
@@ -150,9 +151,11 @@ class SatelliteFeatureMap:
         return self._covered[(d, size)]
 
     def save(self, path: str | Path) -> Path:
+        """Features of the valid cells only (``(N, C)`` in cell order): a shard's file holds its part."""
         meta = {"format": FORMAT, "origin": json.dumps(self.origin), "cell_m": repr(self.cell_m),
-                "registrar": self.registrar_name}
-        save_file({"features": self.features.half().contiguous(), "valid": self.valid.to(torch.uint8).contiguous(),
+                "registrar": self.registrar_name, "channels": str(self.features.shape[1])}
+        cells = self.features.permute(0, 2, 3, 1)[self.valid].half().contiguous()
+        save_file({"cell_features": cells, "valid": self.valid.to(torch.uint8).contiguous(),
                    "headings": self.headings.float().contiguous()}, str(path), metadata=meta)
         return Path(path)
 
@@ -160,10 +163,21 @@ class SatelliteFeatureMap:
     def load(cls, path: str | Path) -> "SatelliteFeatureMap":
         """Safetensors only; a missing, corrupt or foreign file raises ValueError."""
         try:
-            tensors, meta = read_tagged(path, FORMAT, "feature map")
+            try:
+                tensors, meta = read_tagged(path, FORMAT, "feature map")
+                valid, cells = tensors["valid"].bool(), tensors["cell_features"].float()
+                if cells.shape != (int(valid.sum()), int(meta["channels"])):
+                    raise ValueError("cell features do not match the valid cells")
+                features = torch.zeros(valid.shape[0], valid.shape[1], valid.shape[2], cells.shape[1])
+                features[valid] = cells
+                features = features.permute(0, 3, 1, 2).contiguous()
+            except ValueError as exc:  # the first format kept the whole grid
+                if "not a g2s" not in str(exc):
+                    raise
+                tensors, meta = read_tagged(path, FORMAT_WHOLE_GRID, "feature map")
+                features, valid = tensors["features"].float(), tensors["valid"].bool()
             origin = tuple(float(v) for v in json.loads(meta["origin"]))
-            features, valid, cell_m = tensors["features"].float(), tensors["valid"].bool(), float(meta["cell_m"])
-            headings = tensors["headings"].float()
+            cell_m, headings = float(meta["cell_m"]), tensors["headings"].float()
         except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"cannot read feature map {path}: {exc}") from exc
         if (features.ndim != 4 or valid.shape != (features.shape[0], *features.shape[2:])

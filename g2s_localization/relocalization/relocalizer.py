@@ -33,7 +33,7 @@ from g2s_localization.geo.tile_sources import TileError
 from g2s_localization.geo.tiles import TileCache
 from g2s_localization.registration.registrars import Registrar, RegistrationResult, live_batch
 from g2s_localization.relocalization.feature_map import FORMAT as FEATURE_MAP_FORMAT
-from g2s_localization.relocalization.feature_map import MapSearchConfig, SatelliteFeatureMap
+from g2s_localization.relocalization.feature_map import FORMAT_WHOLE_GRID, MapSearchConfig, SatelliteFeatureMap
 from g2s_localization.relocalization.map_search import (
     ScoreMap,
     SequenceSearch,
@@ -84,7 +84,7 @@ def load_place_map(path: str | Path) -> PlaceIndex | SatelliteFeatureMap:
         raise ValueError(f"cannot read {path}: {exc}") from exc
     if kind == PLACE_INDEX_FORMAT:
         return PlaceIndex.load(path)
-    if kind == FEATURE_MAP_FORMAT:
+    if kind in (FEATURE_MAP_FORMAT, FORMAT_WHOLE_GRID):
         return SatelliteFeatureMap.load(path)
     raise ValueError(f"{path} is neither a place index nor a feature map (format {kind!r})")
 
