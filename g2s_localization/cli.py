@@ -2,24 +2,22 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
+from g2s_localization import cli_maps
 from g2s_localization.geo.tile_sources import TileError
 from g2s_localization.relocalization.sharding import WorkerFailed
 
 
 def _make_world(args: argparse.Namespace) -> None:
     from g2s_localization.synthetic.generate import make_world
-    from g2s_localization.synthetic.world import WorldConfig
+    from g2s_localization.synthetic.presets import world_config
 
-    config = WorldConfig(seed=args.seed, style=args.style, size_m=args.size, tree_density=args.trees,
-                         car_change_fraction=args.car_change, shadow_strength=args.shadows,
-                         colour_shift=args.colour_shift)
-    make_world(args.out, config)
+    make_world(args.out, world_config(args.preset, seed=args.seed, style=args.style, size_m=args.size,
+                                      tree_density=args.trees, car_change_fraction=args.car_change,
+                                      shadow_strength=args.shadows, colour_shift=args.colour_shift))
     print(f"world (SYNTHETIC) written to {args.out}: tiles/, area.mbtiles, satellite_overview.png")
 
 
@@ -27,6 +25,7 @@ def _make_drive(args: argparse.Namespace) -> None:
     from g2s_localization.synthetic.camera_render import CameraRig
     from g2s_localization.synthetic.drive import DriveConfig
     from g2s_localization.synthetic.generate import make_drive
+    from g2s_localization.synthetic.presets import camera_effects
 
     try:
         forward, left, yaw_deg = (float(v) for v in args.camera_mount.split(","))
@@ -34,7 +33,8 @@ def _make_drive(args: argparse.Namespace) -> None:
         raise ValueError(f"--camera-mount takes FORWARD,LEFT,YAW_DEG, got {args.camera_mount!r}") from exc
     rig = CameraRig(forward_m=forward, left_m=left, yaw_rad=math.radians(yaw_deg))
     out = make_drive(args.root, args.world, DriveConfig(seed=args.seed, duration_s=args.duration),
-                     date=args.date, number=args.number, split=args.split, rig=rig)
+                     date=args.date, number=args.number, split=args.split, rig=rig,
+                     effects=camera_effects(args.preset))
     print(f"drive (SYNTHETIC, KITTI raw layout) with {out.frames} frames written to {out.drive_dir}")
 
 
@@ -117,91 +117,6 @@ def _train_place_head(args: argparse.Namespace) -> None:
     print(f"place head ({len(samples.queries)} frames) written to {path}")
 
 
-def _map_worker_argv(args: argparse.Namespace) -> list[str]:
-    """The arguments a worker of this map build gets (it adds its own --shard, --out, --threads)."""
-    argv = [args.command, str(args.tiles), "--lat", repr(args.lat), "--lon", repr(args.lon), "--half-extent",
-            repr(args.half_extent), "--weights", args.weights]
-    return argv + (["--device", args.device] if args.device else [])
-
-
-def _area_feature_map(args: argparse.Namespace, registrar: Callable[[], object], out: Path):
-    """The feature map of the area, whole or in shards (``registrar()`` is called only where a
-    map is built: a parent of workers merely merges)."""
-    from g2s_localization.geo.tile_sources import open_tile_source
-    from g2s_localization.geo.tiles import TileCache
-    from g2s_localization.relocalization.feature_map import (
-        MapSearchConfig, SatelliteFeatureMap, build_feature_map, merge_feature_maps,
-    )
-    from g2s_localization.relocalization.sharding import build_in_shards
-
-    tiles = TileCache(open_tile_source(args.tiles))
-    build = lambda shard: build_feature_map(tiles, registrar(), (args.lat, args.lon), args.half_extent,  # noqa: E731
-                                            MapSearchConfig.pool, shard=shard, progress=not args.shard)
-    argv = _map_worker_argv(args)
-    argv[0] = "build-feature-map"
-    return build_in_shards(build, SatelliteFeatureMap.load, merge_feature_maps, out, argv, args.workers,
-                           args.shard if args.command == "build-feature-map" else None)
-
-
-def _build_place_index(args: argparse.Namespace) -> None:
-    from g2s_localization.registration.registrars import registrar_from_weights
-    from g2s_localization.relocalization.feature_map import SatelliteFeatureMap
-    from g2s_localization.relocalization.place_head import DEFAULT_PLACE_WEIGHTS, load_place_head
-    from g2s_localization.relocalization.place_index import PlaceIndex, build_place_index, merge_place_indexes
-    from g2s_localization.relocalization.sharding import build_in_shards, set_threads
-
-    set_threads(args.threads)
-    registrar = functools.cache(lambda: registrar_from_weights(args.weights, args.device))
-    head = load_place_head(args.head or DEFAULT_PLACE_WEIGHTS)
-    if args.features is not None:  # a feature map built before (perhaps across machines)
-        feature_map = SatelliteFeatureMap.load(args.features)
-    else:
-        features_out = args.features_out or args.out.with_name(args.out.stem + ".features.safetensors")
-        feature_map = _area_feature_map(args, registrar, features_out)
-        if feature_map is None:  # a torchrun rank other than 0: rank 0 goes on alone
-            return
-        if args.features_out is None:
-            features_out.unlink()
-    build = lambda shard: build_place_index(feature_map, head, args.lattice_cells, shard=shard)  # noqa: E731
-    index = build_in_shards(build, PlaceIndex.load, merge_place_indexes, args.out, [], 1, args.shard, distributed=False)
-    h, w = index.shape
-    print(f"{len(index)} descriptors ({w}x{h} lattice of {index.cell_m:g} m x {len(index.headings)} headings) for the "
-          f"{index.registrar_name} registrar written to {args.out}")
-    if args.features_out is not None:
-        print(f"its feature map (the node's relocalization_features) written to {args.features_out}")
-
-
-def _build_feature_map(args: argparse.Namespace) -> None:
-    from g2s_localization.registration.registrars import registrar_from_weights
-    from g2s_localization.relocalization.sharding import set_threads
-
-    set_threads(args.threads)
-    registrar = functools.cache(lambda: registrar_from_weights(args.weights, args.device))
-    feature_map = _area_feature_map(args, registrar, args.out)
-    if feature_map is None:
-        return
-    h, w = feature_map.shape
-    what = f"shard {args.shard} of the map" if args.shard else "the map"
-    print(f"{what}: {w}x{h} cells of {feature_map.cell_m:g} m ({100 * float(feature_map.valid.float().mean()):.0f} % "
-          f"built) for the {feature_map.registrar_name} registrar written to {args.out}")
-
-
-def _merge_maps(args: argparse.Namespace) -> None:
-    from g2s_localization.relocalization.feature_map import SatelliteFeatureMap, merge_feature_maps
-    from g2s_localization.relocalization.place_index import PlaceIndex, merge_place_indexes
-
-    try:
-        merged = merge_feature_maps([SatelliteFeatureMap.load(p) for p in args.shards])
-    except ValueError as feature_error:
-        try:
-            merged = merge_place_indexes([PlaceIndex.load(p) for p in args.shards])
-        except ValueError as index_error:
-            raise ValueError(f"not shards of one feature map ({feature_error}) nor of one place index "
-                             f"({index_error})") from None
-    merged.save(args.out)
-    print(f"{len(args.shards)} shards merged into {args.out}")
-
-
 def _replay(args: argparse.Namespace) -> None:
     from g2s_localization.ros.replay import replay
 
@@ -250,14 +165,6 @@ def _add_registrar_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
 
 
-def _add_shard_arguments(p: argparse.ArgumentParser, what: str) -> None:
-    """Map building past one process (relocalization/sharding.py; under torchrun, RANK/WORLD_SIZE)."""
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (one thread each)")
-    p.add_argument("--shard", default=None, metavar="K/N", help=f"build only part K of N ({what}); join the parts "
-                                                                "with g2s merge-maps")
-    p.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="g2s", description="Ground-to-satellite camera localization tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -265,12 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-world", help="generate a synthetic town and its satellite tile cache")
     p.add_argument("out", type=Path)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--style", choices=("suburb", "downtown"), default="suburb")
-    p.add_argument("--size", type=float, default=600.0, help="side length in metres")
-    p.add_argument("--trees", type=float, default=1.0, help="tree density (0 = none)")
-    p.add_argument("--car-change", type=float, default=0.5, help="share of cars differing between captures")
-    p.add_argument("--shadows", type=float, default=0.45, help="satellite shadow strength")
-    p.add_argument("--colour-shift", type=float, default=1.0, help="camera/satellite colour gap")
+    p.add_argument("--preset", choices=("default", "hard"), default="default", help="difficulty (synthetic/presets.py)")
+    p.add_argument("--style", choices=("suburb", "downtown"), default=None, help="default: suburb")
+    p.add_argument("--size", type=float, default=None, help="side length in metres (default 600)")
+    for flag, what in (("--trees", "tree density (0 = none)"), ("--car-change", "share of cars differing between "
+                       "captures"), ("--shadows", "satellite shadow strength"), ("--colour-shift", "camera/satellite "
+                       "colour gap")):
+        p.add_argument(flag, type=float, default=None, help=f"{what} (default: the preset's)")
     p.set_defaults(func=_make_world)
 
     p = sub.add_parser("make-drive", help="render a drive of a world in KITTI raw layout")
@@ -281,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", default="2026_01_01")
     p.add_argument("--number", type=int, default=1)
     p.add_argument("--split", default=None, help="append frames to <root>/<split>_files.txt")
+    p.add_argument("--preset", choices=("default", "hard"), default="default", help="camera effects (presets.py)")
     p.add_argument("--camera-mount", default="1.2,0.3,1", metavar="FORWARD,LEFT,YAW_DEG",
                    help="camera place on base_link (metres, degrees left; 0,0,0 = at base_link); one per "
                         "--date (its calibration)")
@@ -339,20 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features-out", type=Path, default=None,
                    help="also write the feature map the index is built from, to verify its retrievals")
     p.add_argument("--features", type=Path, default=None, help="build from this feature map instead of the tiles")
-    _add_shard_arguments(p, "heading layers of the index")
-    p.set_defaults(func=_build_place_index)
+    cli_maps.add_shard_arguments(p, "heading layers of the index")
+    p.set_defaults(func=cli_maps.build_place_index)
 
     p = sub.add_parser("build-feature-map", help="satellite feature map of a tile cache, for relocalization")
     _add_area_arguments(p)
     _add_registrar_arguments(p)
     p.add_argument("--out", type=Path, required=True)
-    _add_shard_arguments(p, "blocks of the map")
-    p.set_defaults(func=_build_feature_map)
+    cli_maps.add_shard_arguments(p, "blocks of the map")
+    p.set_defaults(func=cli_maps.build_feature_map)
 
     p = sub.add_parser("merge-maps", help="join the --shard K/N parts of one feature map or place index")
     p.add_argument("shards", type=Path, nargs="+", help="the shard files, in order 0..N-1")
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=_merge_maps)
+    p.set_defaults(func=cli_maps.merge_maps)
 
     p = sub.add_parser("replay", help="publish a rosbag2 over DDS with /clock")
     p.add_argument("bag", type=Path, help="rosbag2 folder, bare .mcap / .db3, or a folder holding one")

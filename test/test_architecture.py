@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "g2s_localization"
 VEHICLE = ("geo", "cameras", "registration", "relocalization", "runtime", "ros")
 OFFLINE = ("data", "synthetic", "training", "evaluation")
 # Each concern and the concerns it may import (besides itself); the top-level modules that are
-# not concerns (cli, demo, __main__) may import anything.
+# not concerns (cli, cli_maps, demo, __main__) may import anything.
 ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "geo": set(),
@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"config", "geo", "cameras", "registration", "relocalization", "data"},
     "evaluation": {"config", "geo", "cameras", "registration", "relocalization", "runtime", "ros", "data"},
 }
-ENTRY_POINTS = {"cli", "demo", "__main__", "__init__"}
+ENTRY_POINTS = {"cli", "cli_maps", "demo", "__main__", "__init__"}
 ROS_ROOTS = {"rclpy", "rcl_interfaces", "tf2_ros", "launch", "launch_ros"}
 MAX_LINES = 400
 

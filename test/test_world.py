@@ -156,3 +156,55 @@ class TestDrive:
         assert abs(float(np.median(drive.accel[:, 2])) - 9.81) < 0.2  # specific force: +g on z at rest
         yaw_rate = np.gradient(np.unwrap(drive.true_yaw), 0.1)
         assert np.corrcoef(yaw_rate, drive.gyro[:, 2])[0, 1] > 0.9
+
+
+class TestHardPreset:
+    def test_misregistered_tiles_sit_where_the_preset_says(self, tmp_path: Path) -> None:
+        """With ``tile_misregistration_m`` the orthophoto is shifted by that much, in its seeded direction."""
+        from dataclasses import replace
+
+        from g2s_localization.synthetic.satellite import misregistration_en
+
+        world = generate_world(replace(WorldConfig(**CLEAN), tile_misregistration_m=2.0))
+        east, north = paint(world, 23.0, -41.0, 5)
+        shift = misregistration_en(world)
+        assert math.hypot(*shift) == pytest.approx(2.0)
+        export_tiles(world, render_satellite(world), tmp_path, zooms=(19,), mbtiles=False)
+        lat, lon, _ = world.enu_frame.to_geodetic(np.array([east, north, 0.0]))
+        patch = TileCache(XyzDirectorySource(tmp_path / "tiles")).crop(float(lat), float(lon), None, 41, 0.2)
+        # north-up crop centred at (20, 20): east is +column, north is -row, 0.2 m per pixel
+        np.testing.assert_allclose(magenta_centroid(patch.image), [20.0 + shift[0] / 0.2, 20.0 - shift[1] / 0.2],
+                                   atol=1.0)
+
+    def test_other_season_turns_vegetation_not_roads(self) -> None:
+        from g2s_localization.synthetic.satellite import other_season
+
+        grass, asphalt = np.array([0.2, 0.45, 0.15], np.float32), np.array([0.35, 0.35, 0.37], np.float32)
+        image = np.stack([grass, asphalt])[None]
+        turned = other_season(image, 1.0)[0]
+        assert turned[0, 0] > grass[0] + 0.1 and turned[0, 1] < grass[1]  # redder, less green
+        np.testing.assert_allclose(turned[1], asphalt)
+        np.testing.assert_array_equal(other_season(image, 0.0), image)
+
+    def test_camera_effects_are_seeded_and_default_to_noise_only(self) -> None:
+        from g2s_localization.synthetic.camera_render import HARD_CAMERA, CameraEffects
+
+        flat = torch.full((40, 60, 3), 0.5)
+        plain = CameraEffects().apply(flat, 7)
+        noise = torch.randn(flat.shape, generator=torch.Generator().manual_seed(7)) * 0.012
+        torch.testing.assert_close(plain, flat + noise)  # the renders of the default preset are unchanged
+        hard = HARD_CAMERA.apply(flat, 7)
+        torch.testing.assert_close(hard, HARD_CAMERA.apply(flat, 7))
+        assert hard[0, 0].mean() < hard[20, 30].mean()  # vignetting darkens the corners
+
+    def test_presets(self) -> None:
+        from g2s_localization.synthetic.presets import HARD_WORLD, camera_effects, world_config
+
+        assert world_config() == WorldConfig()
+        hard = world_config("hard", seed=5, shadow_strength=None, tree_density=1.0)
+        assert hard.seed == 5 and hard.tree_density == 1.0 and hard.shadow_strength == HARD_WORLD["shadow_strength"]
+        assert camera_effects("hard").motion_blur_px > 0
+        with pytest.raises(ValueError, match="unknown preset"):
+            world_config("extreme")
+        with pytest.raises(ValueError, match="unknown world settings"):
+            world_config("hard", fog=1.0)

@@ -37,6 +37,42 @@ class CameraRig:
     yaw_rad: float = 0.0
 
 
+@dataclass(frozen=True)
+class CameraEffects:
+    """What a real camera adds, per frame (seeded): auto-exposure swings, white-balance drift,
+    sensor noise, motion blur along the image rows and lens vignetting. Defaults: today's mild noise only."""
+
+    exposure_stops: float = 0.0  # exposure varies within +- this many stops between frames
+    white_balance: float = 0.0  # per-channel gains vary within +- this fraction
+    noise_sigma: float = 0.012  # additive Gaussian noise, 0..1 intensity
+    motion_blur_px: int = 0  # horizontal box blur up to this length (turning, vibration)
+    vignetting: float = 0.0  # corner darkening (0 = none, 0.4 = corners at 60 %)
+
+    def apply(self, colour: Tensor, seed: int) -> Tensor:
+        """``colour`` ``(H, W, 3)`` in 0..1 -> the same with this frame's effects."""
+        noise = torch.randn(colour.shape, generator=torch.Generator().manual_seed(seed)) * self.noise_sigma
+        gen = torch.Generator().manual_seed(seed + 1000003)  # apart from the noise: defaults render as before
+        uniform = lambda n: torch.rand(n, generator=gen) * 2 - 1  # noqa: E731
+        if self.exposure_stops or self.white_balance:
+            colour = colour * 2.0 ** (self.exposure_stops * uniform(1)) * (1 + self.white_balance * uniform(3))
+        if self.motion_blur_px > 1:
+            length = int(torch.randint(1, self.motion_blur_px + 1, (1,), generator=gen))
+            if length > 1:
+                kernel = torch.full((3, 1, 1, length), 1.0 / length)
+                colour = F.conv2d(F.pad(colour.permute(2, 0, 1)[None], (length // 2, (length - 1) // 2, 0, 0), "replicate"),
+                                  kernel, groups=3)[0].permute(1, 2, 0)
+        if self.vignetting > 0:
+            h, w = colour.shape[:2]
+            y = torch.linspace(-1, 1, h)[:, None]
+            x = torch.linspace(-1, 1, w)[None, :]
+            colour = colour * (1 - self.vignetting * ((x**2 + y**2) / 2))[..., None]
+        return colour + noise
+
+
+HARD_CAMERA = CameraEffects(exposure_stops=0.5, white_balance=0.08, noise_sigma=0.03, motion_blur_px=5,
+                            vignetting=0.35)
+"""The camera of the hard preset (``g2s make-drive --preset hard``)."""
+
 DRIVE_RIG = CameraRig(forward_m=1.2, left_m=0.3, yaw_rad=math.radians(1.0))
 """The rig drives are rendered with unless told otherwise: the camera ahead of and left of
 base_link and turned a degree, as on a car, so that a forgotten lever arm shows in every figure."""
@@ -53,8 +89,9 @@ def camera_colour_response(image: Tensor, seed: int, strength: float) -> Tensor:
 class CameraRenderer:
     """Holds the world as tensors once; :meth:`render` draws one frame."""
 
-    def __init__(self, world: World, rig: CameraRig = CameraRig(), max_distance_m: float = 120.0) -> None:
-        self.world, self.rig, self.max_distance_m = world, rig, max_distance_m
+    def __init__(self, world: World, rig: CameraRig = CameraRig(), max_distance_m: float = 120.0,
+                 effects: CameraEffects = CameraEffects()) -> None:
+        self.world, self.rig, self.max_distance_m, self.effects = world, rig, max_distance_m, effects
         ground = torch.from_numpy(world.ground_rgb).permute(2, 0, 1)[None].float() / 255.0
         self.ground_levels = [ground, F.avg_pool2d(ground, 4)]  # near: 0.1 m, far: 0.4 m texels
         keep = world.box_in_drive
@@ -101,8 +138,7 @@ class CameraRenderer:
         colour = colour * (1 - fog) + torch.tensor([0.78, 0.82, 0.88]) * fog
         colour = camera_colour_response(colour, self.world.config.seed, self.world.config.colour_shift)
         if noise_seed is not None:
-            gen = torch.Generator().manual_seed(noise_seed)
-            colour = colour + torch.randn(colour.shape, generator=gen) * 0.012
+            colour = self.effects.apply(colour, noise_seed)
         del cam
         return (colour.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
 

@@ -29,7 +29,7 @@ from g2s_localization.data.kitti_raw import (
 from g2s_localization.geo.tile_sources import open_tile_source
 from g2s_localization.runtime.mount import PlanarMount
 from g2s_localization.geo.tiles import TileCache
-from g2s_localization.synthetic.camera_render import DRIVE_RIG, CameraRenderer, CameraRig
+from g2s_localization.synthetic.camera_render import DRIVE_RIG, CameraEffects, CameraRenderer, CameraRig
 from g2s_localization.synthetic.drive import Drive, DriveConfig, simulate_drive
 from g2s_localization.synthetic.satellite import export_tiles, render_satellite
 from g2s_localization.synthetic.world import World, WorldConfig, generate_world
@@ -67,7 +67,8 @@ class DriveOutput:
 
 def make_drive(dataset_root: str | Path, world_dir: str | Path, drive_config: DriveConfig | None = None,
                date: str = "2026_01_01", number: int = 1, split: str | None = None,
-               rig: CameraRig = DRIVE_RIG, progress: bool = True) -> DriveOutput:
+               rig: CameraRig = DRIVE_RIG, progress: bool = True, effects: CameraEffects = CameraEffects()
+               ) -> DriveOutput:
     """Render a drive of the world in ``world_dir`` into ``dataset_root`` (KITTI raw layout)."""
     world = load_world(world_dir)
     drive = simulate_drive(world, drive_config)
@@ -81,7 +82,7 @@ def make_drive(dataset_root: str | Path, world_dir: str | Path, drive_config: Dr
     (drive_dir / "oxts" / "dataformat.txt").write_text(OXTS_DATAFORMAT)
     (root / "README_SYNTHETIC.txt").write_text(SYNTHETIC_NOTE + f"\nworld: {Path(world_dir).resolve().name}\n")
 
-    renderer = CameraRenderer(world, rig)
+    renderer = CameraRenderer(world, rig, effects=effects)
     mount = PlanarMount(rig.forward_m, rig.left_m, rig.yaw_rad)  # the view is rendered from the camera's place
     cache = TileCache(open_tile_source(Path(world_dir) / "tiles"))
     frame = world.enu_frame

@@ -82,7 +82,31 @@ def render_satellite(world: World, metres_per_px: float = SATELLITE_METRES_PER_P
     alpha = np.clip(canopy_layer, 0, 1)[..., None]
     image = image * (1 - alpha) + green * alpha
     image = satellite_colour_response(image, cfg.seed, cfg.colour_shift)
-    return (image * 255.0 + 0.5).astype(np.uint8)
+    image = other_season(image, cfg.season_shift)
+    out = (image * 255.0 + 0.5).astype(np.uint8)
+    if cfg.tile_jpeg_quality:  # the imagery provider's compression
+        encoded = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY,
+                                                                              cfg.tile_jpeg_quality])[1]
+        out = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return out
+
+
+def other_season(image: NDArray[np.float32], strength: float) -> NDArray[np.float32]:
+    """Vegetation of another season: green-dominant pixels (grass, canopies) turn towards straw and
+    brown by ``strength`` (0..1); grey roads and roofs keep their colour."""
+    if strength <= 0:
+        return image
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    greenness = np.clip((g - np.maximum(r, b)) * 6.0, 0.0, 1.0)[..., None] * strength
+    autumn = np.stack([0.55 * g + 0.45 * r + 0.1, 0.75 * g, 0.6 * b], -1)
+    return np.clip(image * (1 - greenness) + autumn * greenness, 0.0, 1.0)
+
+
+def misregistration_en(world: World) -> tuple[float, float]:
+    """Where the orthophoto is put relative to the truth (east, north metres): a seeded direction at
+    ``tile_misregistration_m``, as real imagery is off by a few decimetres."""
+    angle = np.random.default_rng(world.config.seed + 15485867).uniform(0, 2 * math.pi)
+    return (world.config.tile_misregistration_m * math.cos(angle), world.config.tile_misregistration_m * math.sin(angle))
 
 
 def export_tiles(world: World, satellite: NDArray[np.uint8], out_dir: str | Path, zooms: tuple[int, ...] = (19, 20),
@@ -107,12 +131,13 @@ def export_tiles(world: World, satellite: NDArray[np.uint8], out_dir: str | Path
         x1, y0 = tile_index(float(corner_lat[1]), float(corner_lon[1]), z)  # north-east
         jobs += [(z, x, y) for x in range(x0 + 1, x1) for y in range(y0 + 1, y1)]  # interior tiles only
     offsets = np.arange(256) + 0.5
+    shift_e, shift_n = misregistration_en(world)
     for z, x, y in tqdm(jobs, desc="tiles", disable=not progress, unit="tile"):
         wx, wy = np.meshgrid(x * 256 + offsets, y * 256 + offsets, indexing="xy")
         lat, lon = latlon_from_world_pixel(wx, wy, z)
         enu = frame.to_enu(lat, lon)
-        map_x = (enu[..., 0] / metres_per_px + half_px).astype(np.float32)
-        map_y = (half_px - enu[..., 1] / metres_per_px).astype(np.float32)
+        map_x = ((enu[..., 0] - shift_e) / metres_per_px + half_px).astype(np.float32)
+        map_y = (half_px - (enu[..., 1] - shift_n) / metres_per_px).astype(np.float32)
         tile = cv2.remap(satellite, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         png = cv2.imencode(".png", cv2.cvtColor(tile, cv2.COLOR_RGB2BGR))[1].tobytes()
         write_xyz_tile(out / "tiles", z, x, y, png)

@@ -45,10 +45,16 @@ class WorldConfig:
     traffic_density: float = 1.0  # moving cars in the lanes (seen at different places by each capture)
     shadow_strength: float = 0.45  # 0 = no satellite shadows
     colour_shift: float = 1.0  # 0 = camera and satellite see identical colours
+    season_shift: float = 0.0  # 0..1: the satellite captured in another season (foliage and grass turn)
+    tile_jpeg_quality: int = 0  # 0 = lossless tiles; else JPEG compression artefacts at this quality
+    tile_misregistration_m: float = 0.0  # the orthophoto sits this far off its true place (seeded direction)
 
     def __post_init__(self) -> None:
         if self.style not in ("suburb", "downtown"):
             raise ValueError(f"unknown style {self.style!r}; expected 'suburb' or 'downtown'")
+        if not (0.0 <= self.season_shift <= 1.0 and 0 <= self.tile_jpeg_quality <= 100
+                and 0.0 <= self.tile_misregistration_m <= 5.0):
+            raise ValueError("season_shift must be in 0..1, tile_jpeg_quality in 0..100, tile_misregistration_m in 0..5")
         if not 2 * ROAD_MARGIN_M + 50.0 <= self.size_m <= 2000.0:
             raise ValueError(f"size_m must be within {2 * ROAD_MARGIN_M + 50.0:.0f}..2000 m")
 
