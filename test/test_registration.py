@@ -389,6 +389,19 @@ class TestBaseline:
 
 
 class TestShippedWeights:
+    def test_hard_preset_weights_load_with_the_default_search(self) -> None:
+        """The weights trained on hard towns: weakly supervised, calibrated, the default's search settings."""
+        from g2s_localization.registration.checkpoints import read_checkpoint
+        from g2s_localization.registration.registrars import DEFAULT_WEIGHTS
+
+        hard = DEFAULT_WEIGHTS.with_name("g2s_synthetic_hard.safetensors")
+        _, meta = read_checkpoint(hard)
+        assert meta["config"]["supervision"] == "weak" and meta["config"]["dataset_root"] == "data/g2s_hard"
+        registrar, default = LearnedRegistrar.from_checkpoint(hard, device="cpu"), LearnedRegistrar.from_checkpoint(
+            device="cpu")
+        assert registrar.temperature == meta["extra"]["calibrated_temperature"]
+        assert registrar.config == default.config
+
     def test_load_and_register_a_rendered_view(self, small_world_dir: Path) -> None:
         """The packaged weights (trained on synthetic towns) load without pickle and localize."""
         from g2s_localization.geo.tile_sources import open_tile_source
