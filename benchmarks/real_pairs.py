@@ -31,6 +31,8 @@ def main() -> int:
     parser.add_argument("--priors", type=int, default=RealPairsConfig.priors)
     parser.add_argument("--out", type=Path, default=Path("out/real_pairs"), help="overlays per pair and registrar")
     parser.add_argument("--dump", type=Path, default=None, help="per-frame records (JSON lines)")
+    parser.add_argument("--weights", type=Path, action="append", default=[],
+                        help="also run these learned weights (repeatable), zero-shot as the shipped ones")
     args = parser.parse_args()
     if not args.pairs.is_file():
         print(f"no real pairs at {args.pairs}: nothing to measure (pass --pairs FILE)")
@@ -39,15 +41,18 @@ def main() -> int:
     pairs = read_pairs(args.pairs)
     config = RealPairsConfig(priors=args.priors)
     results = {}
-    for registrar in (LearnedRegistrar.from_checkpoint(device="cpu"), BaselineRegistrar(device="cpu")):
-        summary = RegistrarSummary(registrar.name)
+    registrars = [(LearnedRegistrar.from_checkpoint(device="cpu"), "g2s-net"),
+                  *((LearnedRegistrar.from_checkpoint(w, device="cpu"), f"g2s-net ({w.stem})") for w in args.weights),
+                  (BaselineRegistrar(device="cpu"), BaselineRegistrar.name)]
+    for registrar, label in registrars:
+        summary = RegistrarSummary(label)
         for pair in pairs:
             records = register_pair(registrar, pair, config)
             summary.records += records
             args.out.mkdir(parents=True, exist_ok=True)
-            name = f"overlay_{pair.id}_{registrar.name.split()[0]}.png"
+            name = f"overlay_{pair.id}_{label.split()[0]}{'_' + label.split('(')[1][:-1] if '(' in label else ''}.png"
             cv2.imwrite(str(args.out / name), cv2.cvtColor(overlay(pair, records), cv2.COLOR_RGB2BGR))
-        results[registrar.name] = summary
+        results[label] = summary
     print(f"REAL pairs: {len(pairs)} from {args.pairs}; per pair: {' and '.join(config.views)} views at "
           f"{len(config.headings_deg)} headings x {config.priors} priors (+-{config.prior_offset_m:.0f} m; pinhole "
           f"cuts also +-{config.prior_yaw_deg:.0f} deg) x {config.scales} ground sample distances")
