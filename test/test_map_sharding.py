@@ -104,3 +104,20 @@ def test_two_worker_processes_build_the_same_map(area: dict, tmp_path: Path, cap
     capsys.readouterr()
     assert main(["merge-maps", str(shards[0]), str(shards[0]), "--out", str(tmp_path / "bad.safetensors")]) == 2
     assert "overlap" in capsys.readouterr().err
+
+
+def test_torchrun_ranks_build_and_rank_0_merges(area: dict, tmp_path: Path) -> None:
+    """The cluster route on one machine: two torchrun ranks each build their shard beside --out, and
+    rank 0 merges after the barrier into the map one process builds, leaving no shard files."""
+    lat, lon = area["origin"]
+    args = ["build-feature-map", str(area["dir"] / "tiles"), "--lat", repr(lat), "--lon", repr(lon), "--half-extent",
+            "30", "--weights", "baseline", "--device", "cpu", "--threads", "1"]
+    ranked, whole = tmp_path / "ranked.safetensors", tmp_path / "whole.safetensors"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "g2s_localization", *args, "--out",
+                    str(ranked)], check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "g2s_localization", *args, "--out", str(whole)], check=True,
+                   capture_output=True)
+    a, b = SatelliteFeatureMap.load(ranked), SatelliteFeatureMap.load(whole)
+    assert torch.equal(a.features, b.features) and torch.equal(a.valid, b.valid)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ranked.safetensors", "whole.safetensors"]
