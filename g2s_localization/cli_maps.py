@@ -16,9 +16,9 @@ def add_shard_arguments(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
 
 
-def _map_worker_argv(args: argparse.Namespace) -> list[str]:
-    """The arguments a worker of this map build gets (it adds its own --shard, --out, --threads)."""
-    argv = [args.command, str(args.tiles), "--lat", repr(args.lat), "--lon", repr(args.lon), "--half-extent",
+def _feature_map_worker_argv(args: argparse.Namespace) -> list[str]:
+    """The arguments a feature-map worker of this build gets (it adds its own --shard, --out, --threads)."""
+    argv = ["build-feature-map", str(args.tiles), "--lat", repr(args.lat), "--lon", repr(args.lon), "--half-extent",
             repr(args.half_extent), "--weights", args.weights]
     return argv + (["--device", args.device] if args.device else [])
 
@@ -36,9 +36,8 @@ def _area_feature_map(args: argparse.Namespace, registrar: Callable[[], object],
     tiles = TileCache(open_tile_source(args.tiles))
     build = lambda shard: build_feature_map(tiles, registrar(), (args.lat, args.lon), args.half_extent,  # noqa: E731
                                             MapSearchConfig.pool, shard=shard, progress=not args.shard)
-    argv = _map_worker_argv(args)
-    argv[0] = "build-feature-map"
-    return build_in_shards(build, SatelliteFeatureMap.load, merge_feature_maps, out, argv, args.workers,
+    return build_in_shards(build, SatelliteFeatureMap.load, merge_feature_maps, out, _feature_map_worker_argv(args),
+                           args.workers,
                            args.shard if args.command == "build-feature-map" else None)
 
 

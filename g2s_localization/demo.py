@@ -43,9 +43,7 @@ def bev_of(image: np.ndarray, rig: CameraRig, pitch: float = 0.0, roll: float = 
 
 def camera_patch(cache: TileCache, mount: PlanarMount, lat: float, lon: float, yaw: float, size: int) -> np.ndarray:
     """The satellite patch under the camera of a base_link at ``lat``, ``lon``, ``yaw``, camera heading up."""
-    east, north, cam_yaw = mount.sensor_pose((0.0, 0.0, yaw))
-    cam_lat, cam_lon, _ = EnuFrame(lat, lon).to_geodetic(np.array([east, north, 0.0]))
-    return cache.crop(float(cam_lat), float(cam_lon), cam_yaw, size, BEV_MPP).image
+    return cache.crop(*mount.sensor_geodetic(lat, lon, yaw), size, BEV_MPP).image
 
 
 def alignment_offset_m(bev: np.ndarray, valid: np.ndarray, satellite: np.ndarray) -> tuple[float, float]:

@@ -135,10 +135,11 @@ class KittiRegistrationDataset(Dataset):
         ref = self.frames[index]
         drive = self.drives[ref.drive_index]
         base_truth, mount = self.truth(index), self._mount(drive)
-        truth = _mounted(mount, base_truth.lat, base_truth.lon, base_truth.yaw)
-        oxts = drive.oxts(ref.frame)
-        if self.prior == "gnss" and oxts.has_fix:
-            return truth, _mounted(mount, oxts.lat, oxts.lon, oxts.yaw)
+        truth = mount.sensor_geodetic(base_truth.lat, base_truth.lon, base_truth.yaw)
+        if self.prior == "gnss":
+            oxts = drive.oxts(ref.frame)
+            if oxts.has_fix:
+                return truth, mount.sensor_geodetic(oxts.lat, oxts.lon, oxts.yaw)
         # evaluation protocol: uniform offsets within the search window, seeded per sample
         rng = np.random.default_rng([self.seed, index])
         r, y = self.config.search_radius_m, math.radians(self.config.yaw_range_deg)
@@ -179,10 +180,3 @@ class KittiRegistrationDataset(Dataset):
                                     float(wrap_angle(truth_yaw - prior_yaw))], dtype=torch.float32),
             "index": torch.tensor(index),
         }
-
-
-def _mounted(mount: PlanarMount, lat: float, lon: float, yaw: float) -> tuple[float, float, float]:
-    """The camera's ground pose (WGS84, ENU yaw) for base_link's."""
-    east, north, cam_yaw = mount.sensor_pose((0.0, 0.0, yaw))
-    cam_lat, cam_lon, _ = EnuFrame(lat, lon).to_geodetic(np.array([east, north, 0.0]))
-    return float(cam_lat), float(cam_lon), float(cam_yaw)

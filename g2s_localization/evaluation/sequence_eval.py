@@ -53,17 +53,16 @@ def evaluate_drives(registrar: Registrar, dataset: KittiRegistrationDataset, pri
         truth = dataset.truth(index)
         # the protocol prior is the camera's: the fix and the IMU heading are base_link's
         _, (prior_lat, prior_lon, prior_yaw) = dataset.camera_truth_and_prior(index)
-        base_east, base_north, base_yaw = mount.base_pose((0.0, 0.0, prior_yaw))
-        fix_lat, fix_lon, _ = EnuFrame(prior_lat, prior_lon).to_geodetic(np.array([base_east, base_north, 0.0]))
+        fix_lat, fix_lon, base_yaw = mount.base_geodetic(prior_lat, prior_lon, prior_yaw)
         stamp = stamps[ref.frame] * 1e-9
         oxts = drive.oxts(ref.frame)
         frame = Frame(stamp, drive.image(ref.frame), camera,
-                      GnssFix(stamp, float(fix_lat), float(fix_lon), True, prior_covariance_en),
+                      GnssFix(stamp, fix_lat, fix_lon, True, prior_covariance_en),
                       Attitude(stamp, base_yaw, oxts.pitch, oxts.roll), odometry=odometry[ref.frame])
         start = time.perf_counter()
         outcome = localizer.process(frame)
         elapsed += time.perf_counter() - start
-        fix_east, fix_north, _ = datum.to_enu(float(fix_lat), float(fix_lon))
+        fix_east, fix_north, _ = datum.to_enu(fix_lat, fix_lon)
         east, north, _ = datum.to_enu(truth.lat, truth.lon)
         true_en.append((float(east), float(north)))
         true_yaw.append(truth.yaw)

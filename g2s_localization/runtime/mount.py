@@ -15,6 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
+from g2s_localization.geo.geodesy import EnuFrame
+
 Pose2 = tuple[float, float, float]  # east (m), north (m), ENU yaw (rad)
 
 
@@ -53,6 +55,18 @@ class PlanarMount:
         yaw = _wrap(sensor[2] - self.yaw_rad)
         de, dn = self._offset(yaw)
         return sensor[0] - de, sensor[1] - dn, yaw
+
+    def sensor_geodetic(self, lat: float, lon: float, yaw: float) -> tuple[float, float, float]:
+        """:meth:`sensor_pose` in WGS84: the sensor's (lat, lon, ENU yaw) for base_link's."""
+        east, north, sensor_yaw = self.sensor_pose((0.0, 0.0, yaw))
+        sensor_lat, sensor_lon, _ = EnuFrame(lat, lon).to_geodetic(np.array([east, north, 0.0]))
+        return float(sensor_lat), float(sensor_lon), float(sensor_yaw)
+
+    def base_geodetic(self, lat: float, lon: float, yaw: float) -> tuple[float, float, float]:
+        """:meth:`base_pose` in WGS84: base_link's (lat, lon, ENU yaw) for the sensor's."""
+        east, north, base_yaw = self.base_pose((0.0, 0.0, yaw))
+        base_lat, base_lon, _ = EnuFrame(lat, lon).to_geodetic(np.array([east, north, 0.0]))
+        return float(base_lat), float(base_lon), float(base_yaw)
 
     def base_covariance(self, sensor_covariance: NDArray[np.float64], base_yaw: float) -> NDArray[np.float64]:
         """The covariance of :meth:`base_pose` (east, north, yaw) from the sensor's: the lever arm turns
