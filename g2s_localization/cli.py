@@ -72,6 +72,8 @@ def _train(args: argparse.Namespace) -> None:
         if not sep:
             raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
         base[key] = yaml.safe_load(value)
+    if args.pretrained is not None:
+        base["pretrained"] = str(args.pretrained)
     print(f"weights written to {train(from_dict(TrainConfig, base))}")
 
 
@@ -215,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the registration network (weak supervision by default)")
     p.add_argument("--config", type=Path, default=None, help="YAML overriding the TrainConfig defaults")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="top-level overrides")
+    p.add_argument("--pretrained", type=Path, default=None,
+                   help="ResNet backbones: a local torchvision ImageNet state dict (.pth, .safetensors)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("calibrate", help="fit the covariance temperature and export inference weights")

@@ -84,3 +84,31 @@ def test_calibrate_exports_weights_with_temperature(small_dataset: Path, tmp_pat
     temperature = meta["extra"]["calibrated_temperature"]
     assert 0.0 < temperature < 1.0 and "SYNTHETIC" in meta["extra"]["note"]
     assert LearnedRegistrar.from_checkpoint(out, device="cpu").temperature == temperature
+
+
+def test_resnet_backbone_trains_from_local_imagenet_weights(small_dataset: Path, tmp_path: Path) -> None:
+    """`g2s train --pretrained FILE`: both trunks start from the file, then train; the checkpoint loads."""
+    from test_backbones import torchvision_like_state
+
+    import yaml
+
+    imagenet = tmp_path / "resnet18.pth"
+    state = torchvision_like_state()
+    torch.save(state, imagenet)
+    model = {**to_dict(TINY), "backbone": "resnet18"}
+    cfg = to_dict(TrainConfig(dataset_root=str(small_dataset), split="train", epochs=1, max_steps=1, batch_size=2,
+                              num_workers=0, out_dir=str(tmp_path / "resnet"), negative_min_distance_m=0.0))
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump({**cfg, "model": model}))
+    result = subprocess.run([sys.executable, "-m", "g2s_localization", "train", "--config", str(config),
+                             "--pretrained", str(imagenet)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    registrar = LearnedRegistrar.from_checkpoint(tmp_path / "resnet" / "model.safetensors", device="cpu")
+    assert registrar.config.backbone == "resnet18"
+    for branch in (registrar.net.ground_encoder, registrar.net.satellite_encoder):
+        moved = (branch.trunk.layer3[1].conv2.weight - state["layer3.1.conv2.weight"]).abs().max()
+        assert 0 < moved < 0.05  # started from the file, changed by one small step
+    missing = subprocess.run([sys.executable, "-m", "g2s_localization", "train", "--config", str(config),
+                              "--pretrained", str(tmp_path / "absent.pth"), "--set", f"out_dir={tmp_path / 'x'}"],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "nothing is downloaded" in missing.stderr

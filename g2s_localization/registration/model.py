@@ -3,7 +3,8 @@
 Ground features are projected to a bird's-eye grid by camera geometry (no learned lifting),
 satellite features are computed on the prior-centred, heading-aligned patch, and a dense
 yaw x translation correlation (:mod:`.correlation`) scores every pose in the search window.
-Small on purpose: it must run on a vehicle CPU at 10 Hz and train on a laptop.
+The default feature extractor is small on purpose (a vehicle CPU at 10 Hz, training on a laptop);
+``ModelConfig.backbone`` swaps in a paper-class ResNet-UNet (:mod:`.backbones`) for GPUs.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from g2s_localization.cameras.bev import pinhole_bev_pixels, pixels_to_grid, project_image_to_bev
 from g2s_localization.cameras.pinhole import rotation_ground_from_camera
+from g2s_localization.registration.backbones import BACKBONES, conv_block, make_encoder
 from g2s_localization.registration.correlation import (
     PoseEstimate,
     ScoreVolume,
@@ -25,8 +27,6 @@ from g2s_localization.registration.correlation import (
     yaw_candidates,
 )
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class ModelConfig:
     refine_window_cells: int = 3  # ... then every shift within this many full cells of its peak ...
     refine_yaw_range_deg: float = 1.5  # ... at yaw offsets within this range of its yaw ...
     refine_yaw_step_deg: float = 0.25  # ... spaced this finely, is scored at full resolution
+    backbone: str = "small"  # feature extractor of both branches: "small" (CPU default), "resnet18", "resnet34"
 
     def __post_init__(self) -> None:
         if self.bev_size % self.coarse_pool or self.search_cells % self.coarse_pool:
@@ -56,6 +57,8 @@ class ModelConfig:
             raise ValueError(f"refine_window_cells must be in 1..{self.search_cells}")
         if self.yaw_step_deg <= 0 or self.refine_yaw_step_deg <= 0:
             raise ValueError("yaw steps must be positive")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
 
     @property
     def search_cells(self) -> int:
@@ -75,38 +78,12 @@ class ModelConfig:
         return self.bev_metres_per_px / 2.0
 
 
-def _block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
-        nn.GroupNorm(4, cout),
-        nn.ReLU(inplace=True),
-    )
-
-
-class Encoder(nn.Module):
-    """Image ``(B, 3, H, W)`` in 0..1 -> L2-normalised features ``(B, C, H/2, W/2)``."""
-
-    def __init__(self, feature_dim: int, width: int = 16) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 5, 2, 2, bias=False), nn.GroupNorm(4, width),
-                                  nn.ReLU(inplace=True))
-        self.body = nn.Sequential(_block(width, width), _block(width, width, dilation=2),
-                                  _block(width, width, dilation=4))
-        self.head = nn.Conv2d(2 * width, feature_dim, 1)
-
-    def forward(self, image: Tensor) -> Tensor:
-        x = self.stem((image - self.mean) / self.std)
-        return self.head(torch.cat([self.body(x), x], 1))
-
-
 class BevRefiner(nn.Module):
     """Smooths projected features on the ground plane; masked cells stay empty."""
 
     def __init__(self, feature_dim: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(_block(feature_dim + 1, 16), nn.Conv2d(16, feature_dim, 3, padding=1))
+        self.net = nn.Sequential(conv_block(feature_dim + 1, 16), nn.Conv2d(16, feature_dim, 3, padding=1))
 
     def forward(self, bev: Tensor, mask: Tensor) -> Tensor:
         m = mask.unsqueeze(1).to(bev.dtype)
@@ -154,8 +131,8 @@ class G2SRegistrationNet(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig()) -> None:
         super().__init__()
         self.config = config
-        self.ground_encoder = Encoder(config.feature_dim, config.width)
-        self.satellite_encoder = Encoder(config.feature_dim, config.width)
+        self.ground_encoder = make_encoder(config.backbone, config.feature_dim, config.width)
+        self.satellite_encoder = make_encoder(config.backbone, config.feature_dim, config.width)
         self.bev_refiner = BevRefiner(config.feature_dim)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(0.01 if config.edge_prior else 0.05)))
         self.learned_gain = nn.Parameter(torch.tensor(0.3 if config.edge_prior else 1.0))

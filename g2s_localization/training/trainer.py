@@ -25,6 +25,7 @@ from g2s_localization.registration.checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
+from g2s_localization.registration.backbones import load_pretrained_trunk, read_state_dict
 from g2s_localization.registration.model import G2SRegistrationNet, ModelConfig, camera_bev_pixels
 from g2s_localization.training.losses import (
     contrastive_translation_loss,
@@ -56,11 +57,14 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "runs/g2s"
     checkpoint_every: int = 100
+    pretrained: str = ""  # ResNet backbones: local torchvision ImageNet state dict for both trunks; "" = scratch
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
         if self.supervision not in ("weak", "full"):
             raise ValueError(f"supervision must be 'weak' or 'full', got {self.supervision!r}")
+        if self.pretrained and self.model.backbone == "small":
+            raise ValueError("ImageNet weights need a ResNet backbone (model.backbone: resnet18 or resnet34)")
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -137,6 +141,10 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         load_model_weights(net, tensors, str(last))
         load_optimizer_state(optimizer, tensors, meta)
         step, start_epoch = int(meta["step"]), int(meta["epoch"])
+    elif config.pretrained:  # a fresh run starts both trunks from ImageNet
+        state = read_state_dict(config.pretrained)
+        for encoder in (net.ground_encoder, net.satellite_encoder):
+            load_pretrained_trunk(encoder, state)
     module = LossModule(net, config)
     if world > 1:
         module = DistributedDataParallel(module, find_unused_parameters=True)
@@ -153,6 +161,10 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0)
         for batch in bar:
             losses = module(batch, generator)
+            if not torch.isfinite(losses["total"]):
+                values = {k: float(v) for k, v in losses.items()}
+                raise FloatingPointError(f"loss is not finite at step {step + 1} ({values}); lower learning_rate "
+                                         f"or check the data and the pretrained weights")
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
