@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from g2s_localization.runtime.tracking import Tracker, TrackedPose, agrees, carried
+from g2s_localization.runtime.tracking import Tracker, TrackedPose, agrees, carried, inside_prediction
 
 TIGHT = np.diag([0.01, 0.01, 1e-6])
 
@@ -40,6 +40,13 @@ class TestAgrees:
         assert not agrees(predicted, (4.0, 0.0, 0.0), np.eye(3) * 0.5)  # 16 > 9.21
 
 
+class TestInsidePrediction:
+    def test_own_ellipse_only(self) -> None:
+        predicted = ((10.0, 0.0, 0.0), np.eye(2) * 0.25)
+        assert inside_prediction(predicted, (11.0, 0.5))  # d^2 = 1.25 / 0.25 = 5 < 9.21
+        assert not inside_prediction(predicted, (12.0, 0.0))  # 16 > 9.21, however wide the estimate
+
+
 class TestTracker:
     def pose(self, t: float, east: float) -> TrackedPose:
         return TrackedPose(t, (east, 0.0, 0.0), (east, 0.0, 0.0), TIGHT)
@@ -68,6 +75,20 @@ class TestTracker:
         assert tracker.track is not None
         tracker.update(0.4, (2.0, 0.0, 0.0), None, tracked=True)
         assert tracker.track is None and tracker.prior(0.5, (2.0, 0.0, 0.0)) is None
+
+    def test_withheld_peak_where_the_track_predicts_is_no_miss(self) -> None:
+        """Too wide to publish but where the track says: neither confirms nor refutes the track, which
+        still ends max_age_s after its last published pose."""
+        tracker = Tracker(max_age_s=2.0, max_misses=3)
+        tracker.update(0.0, (0.0, 0.0, 0.0), self.pose(0.0, 0.0), tracked=False)
+        tracker.update(0.1, (1.0, 0.0, 0.0), self.pose(0.1, 1.0), tracked=False)
+        for k in range(5):
+            tracker.update(0.2 + 0.1 * k, (2.0 + k, 0.0, 0.0), None, tracked=True, withheld_en=(2.05 + k, 0.02))
+        assert tracker.track is not None and tracker.misses == 0
+        assert tracker.prior(2.2, (3.0, 0.0, 0.0)) is None  # aged out all the same
+        for k in range(3):  # withheld peaks far from the prediction are misses
+            tracker.update(0.7 + 0.1 * k, (7.0, 0.0, 0.0), None, tracked=True, withheld_en=(9.0, 0.0))
+        assert tracker.track is None
 
     def test_disabled(self) -> None:
         tracker = Tracker(max_age_s=0.0)

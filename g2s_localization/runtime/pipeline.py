@@ -136,11 +136,13 @@ class Localizer:
         self._tracked = False
         outcome = self._process(frame)
         if outcome.state != State.INITIALIZING:
-            published = None
+            published, withheld = None, None
             if outcome.state == State.OK:
                 published = TrackedPose(frame.stamp_s, frame.odometry, (outcome.east_m, outcome.north_m,
                                                                         outcome.yaw_rad), outcome.covariance)
-            self.tracker.update(frame.stamp_s, frame.odometry, published, self._tracked)
+            elif math.isfinite(outcome.east_m) and math.isfinite(outcome.north_m):
+                withheld = (outcome.east_m, outcome.north_m)
+            self.tracker.update(frame.stamp_s, frame.odometry, published, self._tracked, withheld)
         return replace(outcome, stamp_ns=frame.stamp_ns or int(round(frame.stamp_s * 1e9)))
 
     def _process(self, frame: Frame) -> Outcome:

@@ -47,6 +47,13 @@ def carried(last: TrackedPose, odometry: Odometry, drift_ratio: float) -> tuple[
     return (east0 + float(moved[0]), north0 + float(moved[1]), yaw), covariance
 
 
+def inside_prediction(predicted: tuple[Pose2, NDArray[np.float64]], east_north: tuple[float, float]) -> bool:
+    """Is the point inside the prediction's own 99 % ellipse?"""
+    (east, north, _), predicted_cov = predicted
+    d = np.array([east_north[0] - east, east_north[1] - north])
+    return bool(np.linalg.det(predicted_cov) > 0 and float(d @ np.linalg.solve(predicted_cov, d)) <= CHI2_99_2DOF)
+
+
 def agrees(predicted: tuple[Pose2, NDArray[np.float64]], pose: Pose2, covariance: NDArray[np.float64]) -> bool:
     """Is ``pose`` inside the 99 % ellipse of the prediction and its own covariance combined?"""
     (east, north, _), predicted_cov = predicted
@@ -78,13 +85,21 @@ class Tracker:
             return None
         return carried(self.track, odometry, self.drift_ratio)
 
-    def update(self, stamp_s: float, odometry: Odometry | None, published: TrackedPose | None, tracked: bool) -> None:
+    def update(self, stamp_s: float, odometry: Odometry | None, published: TrackedPose | None, tracked: bool,
+               withheld_en: tuple[float, float] | None = None) -> None:
         """After a frame: ``published`` is its published pose (None when withheld), ``tracked`` whether
-        its search was the track's."""
+        its search was the track's, ``withheld_en`` a withheld registration's position (east, north).
+
+        A withheld tracked frame whose peak still lies where the track predicts (too wide to publish,
+        e.g. a featureless stretch) does not count against the track: it neither confirms nor refutes
+        it, and the track still ends ``max_age_s`` after its last published pose."""
         if self.max_age_s <= 0 or odometry is None:
             return
         if published is None:
             if tracked:
+                if withheld_en is not None and self._fresh(self.track, stamp_s, odometry) and inside_prediction(
+                        carried(self.track, odometry, self.drift_ratio), withheld_en):
+                    return
                 self.misses += 1
                 if self.misses >= self.max_misses:  # the track no longer explains the images
                     self.reset()
