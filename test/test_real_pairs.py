@@ -182,6 +182,13 @@ class TestPublishGate:
         verdict = publish_verdict(0.0, cov, 0.9, 0.05, 1.0, np.array([3.0, 1.0]), gnss)
         assert verdict.kind == UNRELIABLE and "from the GNSS fix" in verdict.reason
 
+    def test_pose_the_training_free_features_do_not_support_is_withheld(self) -> None:
+        cov = np.diag([0.04, 0.04, 1e-4])
+        verdict = publish_verdict(0.0, cov, 0.9, 0.05, 1.0, reference_support=0.01)
+        assert verdict.kind == UNRELIABLE and "training-free features do not support" in verdict.reason
+        assert publish_verdict(0.0, cov, 0.9, 0.05, 1.0, reference_support=0.3).publish
+        assert publish_verdict(0.0, cov, 0.9, 0.05, 1.0, reference_support=math.nan).publish  # not checked
+
     def test_search_radius_from_the_fix_covariance(self) -> None:
         assert search_radius_m(None, 20.0) == 20.0
         assert search_radius_m(np.diag([4.0, 1.0]), 20.0) == pytest.approx(2.0 * math.sqrt(9.210340371976182))

@@ -424,3 +424,30 @@ class TestShippedWeights:
         east, north, _ = world.enu_frame.to_enu(result.lat_deg, result.lon_deg)
         assert math.hypot(east - x, north - y) < 1.0
         assert abs(math.degrees(result.yaw_rad - yaw)) < 1.5
+        assert 0.05 <= result.reference_support <= 1.0  # the edges back the learned pose up
+
+    def test_reference_volume_is_the_baselines_own(self, small_world_dir: Path) -> None:
+        """The learned registrar's cross-check scores its edge channels as the baseline does (the baseline
+        leaves BEV cells outside the eroded mask unzeroed, which the coarse pooling mixes in at the border)."""
+        from g2s_localization.geo.tile_sources import open_tile_source
+        from g2s_localization.geo.tiles import TileCache
+        from g2s_localization.registration.registrars import live_batch
+        from g2s_localization.synthetic.camera_render import KITTI_CAMERA, CameraRenderer
+        from g2s_localization.synthetic.generate import load_world
+
+        world = load_world(small_world_dir)
+        x, y, yaw = world.lane_pose(1, 20.0)
+        image = CameraRenderer(world).render(float(x), float(y), yaw)
+        learned, baseline = LearnedRegistrar.from_checkpoint(device="cpu"), BaselineRegistrar(device="cpu")
+        cfg = learned.config
+        lat, lon, _ = world.enu_frame.to_geodetic(np.array([x + 2.0, y, 0.0]))
+        patch = TileCache(open_tile_source(small_world_dir / "tiles")).crop(
+            float(lat), float(lon), yaw, cfg.satellite_input_px, cfg.satellite_metres_per_px)
+        batch = live_batch(image, KITTI_CAMERA, 1.65, 0.0, 0.0, cfg)
+        batch["satellite"] = torch.from_numpy(patch.image).permute(2, 0, 1)[None].float() / 255.0
+        reference = learned.search(batch).reference
+        own = baseline.search(batch).volume.scores
+        assert int(reference.scores.argmax()) == int(own.argmax())
+        assert float((reference.scores - own).abs().max()) < 0.05 * float(own.max() - own.min())
+        assert baseline.search(batch).reference is None
+        assert math.isnan(baseline.estimate(batch).support_at(0))

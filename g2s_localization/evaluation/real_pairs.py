@@ -161,7 +161,8 @@ def _register_view(registrar: Registrar, pair: RealPair, kind: str, view: NDArra
         yaw_err = math.degrees(abs(math.remainder(float(yaw[i]) - true_yaw, 2 * math.pi)))
         confidence = float(estimate.confidence[i])
         verdict = publish_verdict(float(yaw[i]), cov_i, confidence, gate.min_confidence,
-                                  gate.max_position_std_m, offset[i].cpu().numpy(), prior_cov)
+                                  gate.max_position_std_m, offset[i].cpu().numpy(), prior_cov,
+                                  estimate.support_at(i))
         records.append(FrameRecord(pair.id, kind, heading, mpp, *map(float, error_en), float(np.hypot(*error_en)),
                                    yaw_err, confidence, position_std_m(cov_i), verdict.publish,
                                    verdict.reason, inside))

@@ -58,7 +58,8 @@ def evaluate(registrar: Registrar, dataset, limit: int | None = None, batch_size
             true_en.append((e, n))
             published.append(publish_verdict(
                 float(yaw[i]), cov[i].cpu().numpy(), float(estimate.confidence[i]), gate.min_confidence,
-                gate.max_position_std_m, offset[i].cpu().numpy(), prior_covariance_en).publish)
+                gate.max_position_std_m, offset[i].cpu().numpy(), prior_covariance_en,
+                estimate.support_at(i)).publish)
         est_en.append(offset.cpu().numpy())
         est_yaw.append(yaw.cpu().numpy())
         true_yaw.append(batch["true_yaw"].numpy())

@@ -38,6 +38,11 @@ class PoseEstimate:
     covariance: Tensor  # (B, 3, 3) over (forward, left, yaw)
     confidence: Tensor  # (B,) probability mass within 1 m and 1 deg of the estimate
     probability: Tensor  # (B, K, D, D)
+    reference_support: Tensor | None = None  # (B,) training-free features' probability within 1 m, 1 deg
+
+    def support_at(self, index: int) -> float:
+        """Frame ``index``'s support from the training-free features; nan when not checked."""
+        return math.nan if self.reference_support is None else float(self.reference_support[index])
 
 
 def rotate_bev(features: Tensor, mask: Tensor, yaw_offsets: Tensor) -> tuple[Tensor, Tensor]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,8 @@ from g2s_localization.registration.model import (
 )
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "g2s_synthetic.safetensors"
+BASELINE_TEMPERATURE = 0.0082  # the edge baseline's softmax temperature (see BaselineRegistrar)
+EDGE_CHANNELS = 2  # with ModelConfig.edge_prior, the first channels are the baseline's edges / sqrt(2)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class RegistrationResult:
     covariance: NDArray[np.float64]  # (3, 3) m^2 / rad^2, ENU east, north, yaw
     confidence: float
     satellite: NDArray[np.uint8] | None = None  # the heading-aligned patch used (SA-Occ BEV prior)
+    reference_support: float = math.nan  # training-free features' probability near the pose (nan: unchecked)
 
 
 @dataclass
@@ -64,6 +67,21 @@ class SearchResult:
     volume: ScoreVolume
     peak: Peak
     resolution: tuple[float, float]  # (metres, rad) steps of the search that found ``peak``
+    reference: ScoreVolume | None = None  # the training-free features' coarse volume (cross-check)
+
+
+def coarse_volume(bev: Tensor, mask: Tensor, satellite: Tensor, config: ModelConfig,
+                  radius_m: Tensor | None = None) -> ScoreVolume:
+    """Every pose of the window on pooled cells and coarse yaws: ``(B, K, D, D)`` scores."""
+    cfg = config
+    coarse_bev, coarse_mask, coarse_sat = pool_search_inputs(bev, mask, satellite, cfg.coarse_pool)
+    yaws = yaw_candidates(cfg.yaw_range_deg, cfg.yaw_step_deg, bev.device).to(bev.dtype)
+    rotated, rotated_mask = rotate_bev(coarse_bev, coarse_mask, yaws)
+    scores = correlate(rotated, rotated_mask, coarse_sat, cfg.search_cells // cfg.coarse_pool)
+    cell_m = cfg.bev_metres_per_px * cfg.coarse_pool
+    if radius_m is not None:
+        scores = outside_radius_excluded(scores, cell_m, radius_m.to(scores.device))
+    return ScoreVolume(scores, yaws, cell_m)
 
 
 def coarse_to_fine(bev: Tensor, mask: Tensor, satellite: Tensor, config: ModelConfig,
@@ -77,14 +95,7 @@ def coarse_to_fine(bev: Tensor, mask: Tensor, satellite: Tensor, config: ModelCo
     precise GNSS fix need not consider look-alike places 20 m away).
     """
     cfg = config
-    coarse_bev, coarse_mask, coarse_sat = pool_search_inputs(bev, mask, satellite, cfg.coarse_pool)
-    yaws = yaw_candidates(cfg.yaw_range_deg, cfg.yaw_step_deg, bev.device).to(bev.dtype)
-    rotated, rotated_mask = rotate_bev(coarse_bev, coarse_mask, yaws)
-    scores = correlate(rotated, rotated_mask, coarse_sat, cfg.search_cells // cfg.coarse_pool)
-    cell_m = cfg.bev_metres_per_px * cfg.coarse_pool
-    if radius_m is not None:
-        scores = outside_radius_excluded(scores, cell_m, radius_m.to(scores.device))
-    volume = ScoreVolume(scores, yaws, cell_m)
+    volume = coarse_volume(bev, mask, satellite, cfg, radius_m)
     fine_yaws = yaw_candidates(cfg.refine_yaw_range_deg, cfg.refine_yaw_step_deg, bev.device).to(bev.dtype)
     peak = refine_peak(bev, mask, satellite, volume_peak(volume), cfg.bev_metres_per_px, cfg.search_cells,
                        fine_yaws, cfg.refine_window_cells)
@@ -125,6 +136,7 @@ class Registrar:
 
     temperature: float = 0.05
     last_timings: dict[str, float] = {}  # seconds per stage of the last frame (replaced, never mutated)
+    cross_check: bool = False  # also score the training-free edge channels and compare (learned features)
 
     def ground_features(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """BEV features ``(B, C, S, S)`` (heading up, camera ground point at the centre), mask ``(B, S, S)``."""
@@ -146,6 +158,10 @@ class Registrar:
         features = self.features(batch)
         featured = time.perf_counter()
         result = coarse_to_fine(*features, self.config, batch.get("search_radius_m"))
+        if self.cross_check:  # the baseline's own volume: its edge channels, at its own scale
+            bev, mask, satellite = features
+            result.reference = coarse_volume(bev[:, :EDGE_CHANNELS], mask, satellite[:, :EDGE_CHANNELS] * math.sqrt(2.0),
+                                             self.config, batch.get("search_radius_m"))
         self.last_timings = {**self.last_timings, "features": featured - start, "search": time.perf_counter() - featured}
         return result
 
@@ -158,8 +174,16 @@ class Registrar:
         return self.estimate_from(self.search(batch))
 
     def estimate_from(self, result: SearchResult) -> PoseEstimate:
-        """The pose, covariance and confidence a search result stands for (this registrar's temperature)."""
-        return pose_from_scores(result.volume, self.temperature, result.peak, result.resolution)
+        """The pose, covariance and confidence a search result stands for (this registrar's temperature).
+
+        With a reference volume, ``reference_support`` is the probability the training-free features'
+        own (calibrated) softmax puts within 1 m and 1 deg of this estimate: the same measure as the
+        confidence, from independent evidence."""
+        estimate = pose_from_scores(result.volume, self.temperature, result.peak, result.resolution)
+        if result.reference is None:
+            return estimate
+        support = pose_from_scores(result.reference, BASELINE_TEMPERATURE, result.peak, result.resolution).confidence
+        return replace(estimate, reference_support=support)
 
     def localize(self, image: NDArray[np.uint8], camera: CameraModel, tiles: TileCache, prior_lat: float,
                  prior_lon: float, prior_yaw: float, camera_height_m: float = 1.65, pitch: float = 0.0,
@@ -181,7 +205,7 @@ class Registrar:
         lat, lon, _ = EnuFrame(prior_lat, prior_lon).to_geodetic(
             np.array([float(offset[0, 0]), float(offset[0, 1]), 0.0]))
         return RegistrationResult(float(lat), float(lon), float(wrap_angle(float(yaw[0]))),
-                                  cov[0].cpu().numpy(), float(est.confidence[0]), patch.image)
+                                  cov[0].cpu().numpy(), float(est.confidence[0]), patch.image, est.support_at(0))
 
 
 def live_batch(image: NDArray[np.uint8], camera: CameraModel, camera_height_m: float, pitch: float,
@@ -209,6 +233,7 @@ class LearnedRegistrar(Registrar):
         super().__init__(net.config, device)
         self.net = net.to(self.device).eval()
         self.temperature = float(net.temperature.detach()) if temperature is None else temperature
+        self.cross_check = net.config.edge_prior
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_WEIGHTS, device: str | torch.device | None = None
@@ -247,7 +272,7 @@ class BaselineRegistrar(Registrar):
 
     name = "edge-ncc baseline"
 
-    def __init__(self, config: ModelConfig = ModelConfig(), temperature: float = 0.0082,
+    def __init__(self, config: ModelConfig = ModelConfig(), temperature: float = BASELINE_TEMPERATURE,
                  device: str | torch.device | None = None) -> None:
         super().__init__(config, device)
         self.temperature = temperature

@@ -54,7 +54,8 @@ class Verdict(NamedTuple):
 
 def publish_verdict(yaw_rad: float, covariance: NDArray[np.float64], confidence: float, min_confidence: float,
                     max_position_std_m: float = math.inf, offset_from_prior_en: NDArray[np.float64] | None = None,
-                    prior_covariance_en: NDArray[np.float64] | None = None) -> Verdict:
+                    prior_covariance_en: NDArray[np.float64] | None = None,
+                    reference_support: float = math.nan) -> Verdict:
     """May a registration be published?
 
     Besides a minimum confidence, the pose's own uncertainty must be that of a fine registration:
@@ -63,7 +64,10 @@ def publish_verdict(yaw_rad: float, covariance: NDArray[np.float64], confidence:
     as UNRELIABLE rather than published as a wide, probably wrong pose. With the prior's covariance
     (the GNSS fix's ``position_covariance``), the pose must also lie inside the 99 % ellipse of the
     prior and the pose combined: a sharp peak where the GNSS says the vehicle cannot be is a wrong
-    peak (UNRELIABLE too).
+    peak (UNRELIABLE too). A learned registration must also be supported by the training-free
+    features (``reference_support``: their own probability within 1 m and 1 deg of it, held to the
+    same minimum as the confidence): learned features on imagery unlike their training data can put
+    a sharp peak where the image's edges give no evidence at all.
     """
     if not (np.all(np.isfinite(covariance)) and math.isfinite(yaw_rad) and math.isfinite(confidence)):
         return Verdict(NOT_FINITE, "registration produced a non-finite result")
@@ -72,6 +76,9 @@ def publish_verdict(yaw_rad: float, covariance: NDArray[np.float64], confidence:
     std = position_std_m(covariance)
     if std > max_position_std_m:
         return Verdict(UNRELIABLE, f"position std {std:.1f} m above {max_position_std_m:.1f} m (competing places)")
+    if math.isfinite(reference_support) and reference_support < min_confidence:
+        return Verdict(UNRELIABLE, f"training-free features do not support the pose (probability "
+                                   f"{reference_support:.2f} within 1 m, 1 deg; below {min_confidence:.2f})")
     if offset_from_prior_en is not None and prior_covariance_en is not None:
         offset = np.asarray(offset_from_prior_en, dtype=np.float64)
         combined = np.asarray(prior_covariance_en, dtype=np.float64)[:2, :2] + np.asarray(covariance)[:2, :2]

@@ -227,7 +227,7 @@ class Localizer:
             from_prior = np.array(EnuFrame(prior.lat_deg, prior.lon_deg).to_enu(result.lat_deg, result.lon_deg)[:2])
         verdict = publish_verdict(result.yaw_rad, covariance, result.confidence, cfg.min_confidence,
                                   cfg.max_position_std_m if max_std_m is None else max_std_m, from_prior,
-                                  None if prior is None else prior.covariance_en)
+                                  None if prior is None else prior.covariance_en, result.reference_support)
         if verdict.kind == NOT_FINITE:
             return Outcome(State.LOW_CONFIDENCE, verdict.reason, stamp)
         if not verdict.publish:
