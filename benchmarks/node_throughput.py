@@ -19,7 +19,7 @@ from pathlib import Path
 
 from g2s_localization.data.bag_io import TOPICS, read_bag_datum
 from g2s_localization.ros.recorder import run_node_on_bag
-from g2s_localization.ros.replay import open_bag, resolve_bag
+from g2s_localization.runtime.bag_files import open_bag, resolve_bag
 from g2s_localization.runtime.timing import STAGES
 
 

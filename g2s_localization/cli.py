@@ -74,6 +74,11 @@ def _train(args: argparse.Namespace) -> None:
         base[key] = yaml.safe_load(value)
     if args.pretrained is not None:
         base["pretrained"] = str(args.pretrained)
+    if args.bag:
+        if args.tiles is None:
+            raise ValueError("--bag needs --tiles (the tile cache the drives are in)")
+        base["dataset"] = "bag"
+        base["bags"] = {**base.get("bags", {}), "sources": [{"bag": str(b), "tiles": str(args.tiles)} for b in args.bag]}
     print(f"weights written to {train(from_dict(TrainConfig, base))}")
 
 
@@ -95,8 +100,15 @@ def _calibrate(args: argparse.Namespace) -> None:
         model_dict = {**to_dict(registrar.config), **{k: yaml.safe_load(v) for k, v in overrides.items()}}
         registrar.config = registrar.net.config = from_dict(ModelConfig, model_dict, "search")
         meta["config"] = {**meta["config"], "model": model_dict}
+    bags = None
+    if args.dataset == "bag":
+        from g2s_localization.data.bag_dataset import BagSetConfig, BagSource
+
+        if args.tiles is None:
+            raise ValueError("--dataset bag needs --tiles (the tile cache the labelled bag --root is in)")
+        bags = BagSetConfig(sources=(BagSource(str(args.root), str(args.tiles)),), cache_dir=str(args.bag_cache))
     dataset = open_registration_dataset(args.dataset, args.root, args.split, registrar.config, "perturbed", args.seed,
-                                        args.vigor_area)
+                                        args.vigor_area, bags=bags)
     temperature, coverage = calibrate_temperature(registrar, dataset, limit=args.limit, progress=True)
     extra = {**meta.get("extra", {}), "calibrated_temperature": temperature, "calibration_split": args.split,
              "calibration_coverage_95": coverage, "note": "trained and calibrated on SYNTHETIC data"}
@@ -219,14 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="top-level overrides")
     p.add_argument("--pretrained", type=Path, default=None,
                    help="ResNet backbones: a local torchvision ImageNet state dict (.pth, .safetensors)")
+    p.add_argument("--bag", type=Path, action="append", default=[],
+                   help="train weakly on this rosbag2 (repeatable; camera, CameraInfo, NavSatFix, Imu, /tf_static)")
+    p.add_argument("--tiles", type=Path, default=None, help="with --bag: the tile cache (folder or .mbtiles)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("calibrate", help="fit the covariance temperature and export inference weights")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--root", type=Path, default=Path("data/g2s_synth"))
     p.add_argument("--split", default="val2", help="labelled validation split (an unseen town; VIGOR: train/test)")
-    p.add_argument("--dataset", choices=("kitti", "vigor"), default="kitti", help="layout under --root")
+    p.add_argument("--dataset", choices=("kitti", "vigor", "bag"), default="kitti",
+                   help="layout under --root ('bag': --root is a rosbag2 with /ground_truth/fix and /ground_truth/pose)")
     p.add_argument("--vigor-area", choices=("same", "cross"), default="same")
+    p.add_argument("--tiles", type=Path, default=None, help="--dataset bag: the tile cache")
+    p.add_argument("--bag-cache", type=Path, default=Path("runs/bag_cache"), help="--dataset bag: cache folder")
     p.add_argument("--limit", type=int, default=120)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, required=True)

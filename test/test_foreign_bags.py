@@ -12,7 +12,7 @@ import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from g2s_localization.ros.replay import resolve_bag
+from g2s_localization.runtime.bag_files import resolve_bag
 
 
 def write_converter_bag(folder: Path) -> Path:

@@ -140,13 +140,7 @@ class KittiRegistrationDataset(Dataset):
             oxts = drive.oxts(ref.frame)
             if oxts.has_fix:
                 return truth, mount.sensor_geodetic(oxts.lat, oxts.lon, oxts.yaw)
-        # evaluation protocol: uniform offsets within the search window, seeded per sample
-        rng = np.random.default_rng([self.seed, index])
-        r, y = self.config.search_radius_m, math.radians(self.config.yaw_range_deg)
-        fwd, left, dyaw = rng.uniform(-r, r), rng.uniform(-r, r), rng.uniform(-y, y)
-        c, s = math.cos(truth[2]), math.sin(truth[2])
-        lat, lon, _ = EnuFrame(truth[0], truth[1]).to_geodetic(np.array([fwd * c - left * s, fwd * s + left * c, 0.0]))
-        return truth, (float(lat), float(lon), float(wrap_angle(truth[2] + dyaw)))
+        return truth, perturbed_prior(truth, self.config, self.seed, index)
 
     def camera_mount(self, index: int) -> PlanarMount:
         """The camera's mount on base_link for frame ``index``'s drive."""
@@ -159,12 +153,9 @@ class KittiRegistrationDataset(Dataset):
         if ref.drive_index not in self._cameras:
             self._cameras[ref.drive_index] = drive.camera()
         camera, mount = self._cameras[ref.drive_index], self._mount(drive)
-        (truth_lat, truth_lon, truth_yaw), (prior_lat, prior_lon, prior_yaw) = self.camera_truth_and_prior(index)
-        # truth relative to the prior, in the prior's heading frame (what the model predicts)
-        east, north, _ = EnuFrame(prior_lat, prior_lon).to_enu(truth_lat, truth_lon)
-        c, s = math.cos(prior_yaw), math.sin(prior_yaw)
+        truth, prior = self.camera_truth_and_prior(index)
         image = drive.image(ref.frame)
-        satellite = self._satellite(drive, ref.frame, prior_lat, prior_lon, prior_yaw)
+        satellite = self._satellite(drive, ref.frame, *prior)
         return {
             "image": torch.from_numpy(image).permute(2, 0, 1).float() / 255.0,
             "K": torch.tensor(camera.matrix(), dtype=torch.float32),
@@ -172,11 +163,35 @@ class KittiRegistrationDataset(Dataset):
             "pitch": torch.tensor(oxts.pitch + mount.pitch_rad, dtype=torch.float32),
             "roll": torch.tensor(oxts.roll, dtype=torch.float32),
             "satellite": torch.from_numpy(satellite).permute(2, 0, 1).float() / 255.0,
-            "prior_yaw": torch.tensor(prior_yaw, dtype=torch.float64),
-            "prior_latlon": torch.tensor([prior_lat, prior_lon], dtype=torch.float64),
-            "true_latlon": torch.tensor([truth_lat, truth_lon], dtype=torch.float64),
-            "true_yaw": torch.tensor(truth_yaw, dtype=torch.float64),
-            "target": torch.tensor([float(east * c + north * s), float(-east * s + north * c),
-                                    float(wrap_angle(truth_yaw - prior_yaw))], dtype=torch.float32),
+            **prior_entries(prior), **truth_entries(truth, prior),
             "index": torch.tensor(index),
         }
+
+
+def perturbed_prior(truth: tuple[float, float, float], config: ModelConfig, seed: int,
+                    index: int) -> tuple[float, float, float]:
+    """The evaluation protocol's prior: uniform offsets within the search window around the truth
+    (lat, lon, ENU yaw), seeded per sample so every run sees the same priors."""
+    rng = np.random.default_rng([seed, index])
+    r, y = config.search_radius_m, math.radians(config.yaw_range_deg)
+    fwd, left, dyaw = rng.uniform(-r, r), rng.uniform(-r, r), rng.uniform(-y, y)
+    c, s = math.cos(truth[2]), math.sin(truth[2])
+    lat, lon, _ = EnuFrame(truth[0], truth[1]).to_geodetic(np.array([fwd * c - left * s, fwd * s + left * c, 0.0]))
+    return float(lat), float(lon), float(wrap_angle(truth[2] + dyaw))
+
+
+def prior_entries(prior: tuple[float, float, float]) -> dict[str, torch.Tensor]:
+    """A sample's prior (lat, lon, ENU yaw): all weak training may know of where the camera is."""
+    return {"prior_yaw": torch.tensor(prior[2], dtype=torch.float64),
+            "prior_latlon": torch.tensor(prior[:2], dtype=torch.float64)}
+
+
+def truth_entries(truth: tuple[float, float, float], prior: tuple[float, float, float]) -> dict[str, torch.Tensor]:
+    """Labels: the truth, and as ``target`` (forward m, left m, yaw rad) relative to the prior in the
+    prior's heading frame (what the model predicts)."""
+    east, north, _ = EnuFrame(prior[0], prior[1]).to_enu(truth[0], truth[1])
+    c, s = math.cos(prior[2]), math.sin(prior[2])
+    return {"true_latlon": torch.tensor(truth[:2], dtype=torch.float64),
+            "true_yaw": torch.tensor(truth[2], dtype=torch.float64),
+            "target": torch.tensor([float(east * c + north * s), float(-east * s + north * c),
+                                    float(wrap_angle(truth[2] - prior[2]))], dtype=torch.float32)}

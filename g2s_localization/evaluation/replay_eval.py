@@ -15,7 +15,7 @@ from g2s_localization.data.bag_io import TOPICS, read_bag_datum, typestore
 from g2s_localization.evaluation.metrics import format_table, frame_errors, summarize
 from g2s_localization.geo.geodesy import EnuFrame, quaternion_xyzw_to_yaw
 from g2s_localization.ros.recorder import run_node_on_bag
-from g2s_localization.ros.replay import open_bag, resolve_bag
+from g2s_localization.runtime.bag_files import open_bag, resolve_bag
 from g2s_localization.runtime.ekf import run_filter
 
 

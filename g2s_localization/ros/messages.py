@@ -10,85 +10,26 @@ import math
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.spatial.transform import Rotation
 
-from g2s_localization.cameras.distortion import DistortedCamera
-from g2s_localization.cameras.pinhole import PinholeCamera
-from g2s_localization.geo.geodesy import quaternion_xyzw_to_yaw, yaw_to_quaternion_xyzw
-from g2s_localization.runtime.pipeline import Attitude, GnssFix
+from g2s_localization.geo.geodesy import yaw_to_quaternion_xyzw
+from g2s_localization.runtime.message_decoding import (  # noqa: F401  (the node's decoders, re-exported)
+    SUPPORTED_ENCODINGS,
+    attitude_from_imu,
+    camera_from_info,
+    fix_from_navsatfix,
+    image_to_rgb,
+    stamp_to_nanoseconds,
+    stamp_to_seconds,
+    transform_chain,
+)
 
 UNOBSERVED_VARIANCE = 1e6
-SUPPORTED_ENCODINGS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)),
-                       "bgra8": (4, (2, 1, 0))}
-
-
-def stamp_to_nanoseconds(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
-def stamp_to_seconds(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
-def image_to_rgb(msg) -> NDArray[np.uint8]:
-    """``sensor_msgs/Image`` to an RGB array; honours ``step`` (padded rows). Raises ValueError."""
-    if msg.encoding not in SUPPORTED_ENCODINGS:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r}; expected one of {sorted(SUPPORTED_ENCODINGS)}")
-    channels, order = SUPPORTED_ENCODINGS[msg.encoding]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0 or step < w * channels:
-        raise ValueError(f"inconsistent image geometry {w}x{h}, step {step} for {msg.encoding}")
-    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    if data.size != h * step:
-        raise ValueError(f"image data has {data.size} bytes, expected height*step = {h * step}")
-    pixels = data.reshape(h, step)[:, : w * channels].reshape(h, w, channels)
-    return np.ascontiguousarray(pixels[..., list(order)])
 
 
 def rgb_to_image(msg_cls, header, rgb: NDArray[np.uint8]):
     h, w = rgb.shape[:2]
     return msg_cls(header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3,
                    data=np.ascontiguousarray(rgb).tobytes())
-
-
-def camera_from_info(msg) -> PinholeCamera | DistortedCamera:
-    """The camera model of the images CameraInfo describes. With non-zero distortion coefficients the
-    images are raw: ``K`` plus the lens model (``plumb_bob``, ``rational_polynomial``,
-    ``equidistant``); without, a pinhole from ``P`` if set, else ``K``. Raises ValueError when
-    unusable (an unknown distortion model with non-zero coefficients included)."""
-    p = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
-    k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    d = tuple(float(x) for x in msg.d)
-    if any(x != 0.0 for x in d):
-        intrinsics = PinholeCamera(float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]), int(msg.width),
-                                   int(msg.height))
-        return DistortedCamera(intrinsics, str(msg.distortion_model), d)
-    source = p[:, :3] if p[0, 0] > 0 else k
-    return PinholeCamera(float(source[0, 0]), float(source[1, 1]), float(source[0, 2]), float(source[1, 2]),
-                         int(msg.width), int(msg.height))
-
-
-def fix_from_navsatfix(msg) -> GnssFix:
-    """The fix, with its horizontal covariance when the receiver reports one (``position_covariance``
-    is ENU, row-major; ``COVARIANCE_TYPE_UNKNOWN`` (0) or a non-finite or negative variance: unknown)."""
-    status_ok = int(msg.status.status) >= 0
-    c = [float(x) for x in msg.position_covariance]
-    covariance = None
-    if int(msg.position_covariance_type) != 0 and all(math.isfinite(x) for x in c[:5]) and min(c[0], c[4]) > 0:
-        covariance = np.array([[c[0], c[1]], [c[3], c[4]]])
-    return GnssFix(stamp_to_seconds(msg.header.stamp), float(msg.latitude), float(msg.longitude),
-                   status_ok and math.isfinite(msg.latitude) and math.isfinite(msg.longitude), covariance)
-
-
-def attitude_from_imu(msg) -> Attitude:
-    """ENU yaw of base_link and its pitch/roll from an IMU orientation (REP-145)."""
-    q = (msg.orientation.x, msg.orientation.y, msg.orientation.z, msg.orientation.w)
-    stamp = stamp_to_seconds(msg.header.stamp)
-    if not all(math.isfinite(v) for v in q) or np.linalg.norm(q) < 1e-6:
-        return Attitude(stamp, math.nan, math.nan, math.nan)
-    yaw = quaternion_xyzw_to_yaw(q)
-    _, pitch, roll = Rotation.from_quat(q).as_euler("ZYX")
-    return Attitude(stamp, yaw, float(pitch), float(roll))
 
 
 def pose_covariance_6x6(covariance_enu_yaw: NDArray[np.float64]) -> list[float]:
@@ -117,19 +58,3 @@ def compose_planar(a: tuple[float, float, float], b: tuple[float, float, float])
 def invert_planar(t: tuple[float, float, float]) -> tuple[float, float, float]:
     c, s = math.cos(t[2]), math.sin(t[2])
     return -c * t[0] - s * t[1], s * t[0] - c * t[1], -t[2]
-
-
-def transform_chain(static: dict[str, tuple[str, NDArray[np.float64], NDArray[np.float64]]], base: str,
-                    target: str) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
-    """``T_base_target`` (translation, quaternion x, y, z, w) composed from ``/tf_static`` edges
-    ``child -> (parent, translation, quaternion)``; None when ``target`` does not hang below ``base``."""
-    translation, rotation = np.zeros(3), Rotation.identity()
-    frame, hops = target, 0
-    while frame != base:
-        if frame not in static or hops > 64:
-            return None
-        parent, t, q = static[frame]
-        step = Rotation.from_quat(q)
-        translation, rotation = step.apply(translation) + t, step * rotation
-        frame, hops = parent, hops + 1
-    return translation, rotation.as_quat()

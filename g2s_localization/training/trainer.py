@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from g2s_localization.cameras.bev import pixels_to_grid
 from g2s_localization.config import to_dict
+from g2s_localization.data.bag_dataset import BagSetConfig
 from g2s_localization.data.registration_sets import open_registration_dataset
 from g2s_localization.registration.checkpoints import (
     load_model_weights,
@@ -38,11 +39,12 @@ from g2s_localization.training.losses import (
 
 @dataclass(frozen=True)
 class TrainConfig:
-    dataset: str = "kitti"  # "kitti" (KITTI raw layout, real or synthetic) or "vigor"
+    dataset: str = "kitti"  # "kitti" (KITTI raw layout, real or synthetic), "vigor" or "bag" (rosbag2 + tiles)
     dataset_root: str = "data/g2s_synth"
     split: str = "train"
     vigor_area: str = "same"  # VIGOR: "same" or "cross" area protocol
     vigor_cities: tuple[str, ...] = ()  # VIGOR: narrow the protocol's cities; () = all of them
+    bags: BagSetConfig = field(default_factory=BagSetConfig)  # dataset "bag": recordings and their tile caches
     supervision: str = "weak"  # "weak": noisy GNSS/compass only; "full": ground-truth poses
     epochs: int = 3
     max_steps: int = 0  # 0 = no limit
@@ -63,6 +65,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.supervision not in ("weak", "full"):
             raise ValueError(f"supervision must be 'weak' or 'full', got {self.supervision!r}")
+        if self.dataset == "bag" and self.supervision != "weak":
+            raise ValueError("bags train weakly (their GNSS and IMU are the labels): supervision must be 'weak'")
         if self.pretrained and self.model.backbone == "small":
             raise ValueError("ImageNet weights need a ResNet backbone (model.backbone: resnet18 or resnet34)")
 
@@ -126,8 +130,12 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     torch.manual_seed(config.seed + rank)
     out = Path(config.out_dir)
     prior = "gnss" if config.supervision == "weak" else "perturbed"
+    if world > 1 and rank != 0:
+        dist.barrier()  # rank 0 reads bags into their cache first; the others then find it there
     dataset = open_registration_dataset(config.dataset, config.dataset_root, config.split, config.model, prior,
-                                        config.seed, config.vigor_area, config.vigor_cities)
+                                        config.seed, config.vigor_area, config.vigor_cities, config.bags)
+    if world > 1 and rank == 0:
+        dist.barrier()
     sampler = DistributedSampler(dataset, world, rank, seed=config.seed) if world > 1 else \
         RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed))
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,

@@ -1,0 +1,246 @@
+"""Registration frames out of rosbag2 recordings: what a vehicle records, no dataset layout needed.
+
+One pass over a bag's small topics (CameraInfo, NavSatFix, Imu, /tf_static and, for labelled
+bags only, the ground truth) and one over its images. Each sampled image is paired with the fix
+and IMU attitude nearest in header time (within the node's own age limits), decoded by the node's
+decoders, and given the prior the node would search from: the antenna's fix moved to the camera
+through the /tf_static mounts, heading from the IMU (REP-145 ENU). Frames the node would refuse
+(no fix, stale IMU, undecodable image, outside the tile cache) are skipped and counted.
+
+Weak training reads no ground truth: ``labelled=False`` never opens the truth topics.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from g2s_localization.data.bag_io import TOPICS, typestore
+from g2s_localization.geo.geodesy import EnuFrame, quaternion_xyzw_to_yaw
+from g2s_localization.geo.tile_sources import TileError
+from g2s_localization.geo.tiles import TileCache
+from g2s_localization.runtime.bag_files import open_bag
+from g2s_localization.runtime.message_decoding import (
+    attitude_from_imu,
+    camera_from_info,
+    fix_from_navsatfix,
+    image_to_rgb,
+    stamp_to_seconds,
+    transform_chain,
+)
+from g2s_localization.runtime.mount import PlanarMount
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    """Where a bag keeps what training needs (defaults: the node's topics)."""
+
+    image: str = TOPICS["image"]  # sensor_msgs/Image or CompressedImage
+    camera_info: str = TOPICS["camera_info"]
+    fix: str = TOPICS["fix"]
+    imu: str = TOPICS["imu"]
+    base_frame: str = "base_link"
+    truth_fix: str = TOPICS["gt_fix"]  # labelled bags only (calibration): base_link's WGS84 position
+    truth_pose: str = TOPICS["gt_pose"]  # labelled bags only: base_link's pose in map (its ENU yaw)
+
+
+@dataclass(frozen=True)
+class BagFrame:
+    """One usable image and what the node would search with (the camera's prior, WGS84 / ENU yaw)."""
+
+    stamp_s: float
+    image: NDArray[np.uint8]  # RGB, as recorded (raw images stay raw: ``camera_info`` has the lens)
+    camera_info: dict  # CameraInfo fields needed to rebuild the camera model
+    prior: tuple[float, float, float]  # camera lat, lon (deg), ENU yaw (rad)
+    pitch_rad: float  # camera pitch below the horizon: IMU pitch + mount pitch
+    roll_rad: float
+    truth: tuple[float, float, float] | None = None  # camera lat, lon, yaw; labelled bags only
+
+
+@dataclass
+class BagReport:
+    """How many images a bag had, how many were used and why the others were not."""
+
+    images: int = 0
+    used: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        why = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
+        return f"{self.used} of {self.images} images used" + (f"; skipped: {why}" if why else "")
+
+
+def info_fields(msg) -> dict:
+    return {"width": int(msg.width), "height": int(msg.height), "distortion_model": str(msg.distortion_model),
+            "d": [float(x) for x in msg.d], "k": [float(x) for x in msg.k], "p": [float(x) for x in msg.p]}
+
+
+def camera_of(info: dict):
+    """The camera model of stored CameraInfo fields (the node's ``camera_from_info``)."""
+    return camera_from_info(SimpleNamespace(**info))
+
+
+def decode_image(msg, msgtype: str) -> NDArray[np.uint8]:
+    """RGB pixels of an Image (the node's decoder) or a CompressedImage (JPEG/PNG). Raises ValueError."""
+    if msgtype == "sensor_msgs/msg/Image":
+        return image_to_rgb(msg)
+    bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot decode compressed image (format {msg.format!r})")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class _Nearest:
+    """Values by stamp; the one nearest a query stamp within ``max_age_s``."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+        self.values: list = []
+        self._sorted: tuple[NDArray[np.int64], NDArray[np.float64]] | None = None
+
+    def add(self, stamp: float, value) -> None:
+        self.stamps.append(stamp)
+        self.values.append(value)
+        self._sorted = None
+
+    def near(self, stamp: float, max_age_s: float):
+        if not self.stamps:
+            return None
+        if self._sorted is None:
+            order = np.argsort(self.stamps, kind="stable")
+            self._sorted = order, np.asarray(self.stamps)[order]
+        order, stamps = self._sorted
+        i = int(np.searchsorted(stamps, stamp))
+        best = min((j for j in (i - 1, i) if 0 <= j < len(stamps)), key=lambda j: abs(stamps[j] - stamp))
+        return self.values[order[best]] if abs(stamps[best] - stamp) <= max_age_s else None
+
+
+def _mounts(static: dict, base: str, camera_frame: str, gnss_frame: str) -> tuple[PlanarMount, PlanarMount]:
+    """Camera and antenna mounts from /tf_static, as the node takes them. A camera not found below
+    ``base`` raises: training through a wrong lever arm would teach the network a wrong offset."""
+    chain = transform_chain(static, base, camera_frame)
+    if chain is None:
+        raise ValueError(f"/tf_static has no chain {base} -> {camera_frame!r} (the camera's frame); frames known: "
+                         f"{sorted(static) or 'none'}. Record /tf_static (robot_state_publisher) with the bag")
+    camera = PlanarMount.from_transform(*chain, optical=True)
+    antenna = transform_chain(static, base, gnss_frame) if gnss_frame else None
+    gnss = PlanarMount() if antenna is None else PlanarMount(float(antenna[0][0]), float(antenna[0][1]))
+    return camera, gnss
+
+
+def read_bag_frames(bag, tiles: TileCache, topics: BagTopics = BagTopics(), every: int = 1,
+                    max_gnss_age_s: float = 0.5, max_imu_age_s: float = 0.5, labelled: bool = False,
+                    crop_px: int = 256, crop_metres_per_px: float = 0.2):
+    """Yield ``(BagFrame, satellite_crop)`` for every ``every``-th image of ``bag`` the node could use;
+    returns (as the generator's value) a :class:`BagReport`. ``labelled`` reads the truth topics."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    ts, report = typestore(), BagReport()
+    with open_bag(bag) as reader:
+        by_topic = {c.topic: c for c in reader.connections}
+        needed = [topics.image, topics.camera_info, topics.fix, topics.imu] + \
+            ([topics.truth_fix, topics.truth_pose] if labelled else [])
+        missing = [t for t in needed if t not in by_topic]
+        if missing:
+            raise ValueError(f"{bag} lacks topic(s) {missing}; it has {sorted(by_topic)}")
+        if by_topic[topics.image].msgtype not in IMAGE_TYPES:
+            raise ValueError(f"{topics.image} is {by_topic[topics.image].msgtype}, expected one of {IMAGE_TYPES}")
+        small = [by_topic[t] for t in needed[1:]] + [c for c in reader.connections if c.topic == "/tf_static"]
+        fixes, attitudes, infos, truth_fix, truth_yaw = _Nearest(), _Nearest(), _Nearest(), _Nearest(), _Nearest()
+        static: dict = {}
+        frames = {"gnss": ""}
+        for conn, _, raw in reader.messages(connections=small):
+            msg = ts.deserialize_cdr(raw, conn.msgtype)
+            if conn.topic == "/tf_static":
+                for t in msg.transforms:
+                    tr, q = t.transform.translation, t.transform.rotation
+                    static[t.child_frame_id] = (t.header.frame_id, np.array([tr.x, tr.y, tr.z]),
+                                                np.array([q.x, q.y, q.z, q.w]))
+            elif conn.topic == topics.camera_info:
+                infos.add(stamp_to_seconds(msg.header.stamp), (msg.header.frame_id, info_fields(msg)))
+            elif conn.topic == topics.fix:
+                frames["gnss"] = frames["gnss"] or msg.header.frame_id
+                fix = fix_from_navsatfix(msg)
+                fixes.add(fix.stamp_s, fix)
+            elif conn.topic == topics.imu:
+                att = attitude_from_imu(msg)
+                attitudes.add(att.stamp_s, att)
+            elif conn.topic == topics.truth_fix:
+                truth_fix.add(stamp_to_seconds(msg.header.stamp), (float(msg.latitude), float(msg.longitude)))
+            elif conn.topic == topics.truth_pose:
+                o = msg.pose.orientation
+                truth_yaw.add(stamp_to_seconds(msg.header.stamp), quaternion_xyzw_to_yaw((o.x, o.y, o.z, o.w)))
+        mounts: dict[str, tuple[PlanarMount, PlanarMount]] = {}
+        image_conn = by_topic[topics.image]
+        for n, (_, _, raw) in enumerate(reader.messages(connections=[image_conn])):
+            report.images += 1
+            if n % every:
+                report.skipped["not sampled"] += 1
+                continue
+            msg = ts.deserialize_cdr(raw, image_conn.msgtype)
+            stamp = stamp_to_seconds(msg.header.stamp)
+            info = infos.near(stamp, math.inf)
+            fix, att = fixes.near(stamp, max_gnss_age_s), attitudes.near(stamp, max_imu_age_s)
+            reason = _refusal(info, fix, att)
+            if reason:
+                report.skipped[reason] += 1
+                continue
+            camera_frame = info[0] or msg.header.frame_id
+            if camera_frame not in mounts:
+                mounts[camera_frame] = _mounts(static, topics.base_frame, camera_frame, frames["gnss"])
+            camera_mount, gnss_mount = mounts[camera_frame]
+            try:
+                rgb = decode_image(msg, image_conn.msgtype)
+                if rgb.shape[:2] != (info[1]["height"], info[1]["width"]):
+                    raise ValueError(f"image {rgb.shape[1]}x{rgb.shape[0]} does not match its CameraInfo")
+            except ValueError as exc:
+                report.skipped[f"bad image ({exc})"] += 1
+                continue
+            prior = _camera_prior(fix.lat_deg, fix.lon_deg, att.yaw_rad, gnss_mount, camera_mount)
+            truth = None
+            if labelled:
+                where, yaw = truth_fix.near(stamp, max_gnss_age_s), truth_yaw.near(stamp, max_gnss_age_s)
+                if where is None or yaw is None:
+                    report.skipped["no ground truth near the image"] += 1
+                    continue
+                truth = camera_mount.sensor_geodetic(where[0], where[1], yaw)
+            try:
+                crop = tiles.crop(prior[0], prior[1], prior[2], crop_px, crop_metres_per_px).image
+            except TileError as exc:
+                report.skipped[f"outside the tile cache ({type(exc).__name__})"] += 1
+                continue
+            report.used += 1
+            yield BagFrame(stamp, rgb, info[1], prior, att.pitch_rad + camera_mount.pitch_rad, att.roll_rad,
+                           truth), crop
+    return report
+
+
+def _refusal(info, fix, att) -> str:
+    """Why the node would not register this image ('' when it would)."""
+    if info is None:
+        return "no CameraInfo"
+    if fix is None:
+        return "no GNSS fix near the image"
+    if not fix.has_fix or not (math.isfinite(fix.lat_deg) and math.isfinite(fix.lon_deg)):
+        return "GNSS without a fix or with a non-finite position"
+    if att is None:
+        return "no IMU attitude near the image"
+    if not all(math.isfinite(v) for v in (att.yaw_rad, att.pitch_rad, att.roll_rad)):
+        return "IMU orientation not finite"
+    return ""
+
+
+def _camera_prior(lat: float, lon: float, yaw: float, gnss_mount: PlanarMount,
+                  camera_mount: PlanarMount) -> tuple[float, float, float]:
+    """The camera's prior for an antenna fix and a base_link heading (the node's arithmetic)."""
+    base = gnss_mount.base_pose((0.0, 0.0, yaw))
+    east, north, cam_yaw = camera_mount.sensor_pose(base)
+    cam_lat, cam_lon, _ = EnuFrame(lat, lon).to_geodetic(np.array([east, north, 0.0]))
+    return float(cam_lat), float(cam_lon), float(cam_yaw)
