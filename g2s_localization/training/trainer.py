@@ -132,10 +132,12 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     prior = "gnss" if config.supervision == "weak" else "perturbed"
     if world > 1 and rank != 0:
         dist.barrier()  # rank 0 reads bags into their cache first; the others then find it there
-    dataset = open_registration_dataset(config.dataset, config.dataset_root, config.split, config.model, prior,
-                                        config.seed, config.vigor_area, config.vigor_cities, config.bags)
-    if world > 1 and rank == 0:
-        dist.barrier()
+    try:
+        dataset = open_registration_dataset(config.dataset, config.dataset_root, config.split, config.model, prior,
+                                            config.seed, config.vigor_area, config.vigor_cities, config.bags)
+    finally:
+        if world > 1 and rank == 0:
+            dist.barrier()  # also when it failed: the others then fail the same way instead of waiting
     sampler = DistributedSampler(dataset, world, rank, seed=config.seed) if world > 1 else \
         RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed))
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
