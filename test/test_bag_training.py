@@ -86,6 +86,30 @@ class TestSamplesMatchTheKittiLayout:
             np.testing.assert_allclose(bags[i]["target"].numpy(), folder[i]["target"].numpy(), atol=2e-3)
 
 
+class TestNoFixNoLabel:
+    def test_both_paths_drop_a_frame_without_a_fix(self, small_dataset: Path, small_world_dir: Path,
+                                                   tmp_path: Path) -> None:
+        """Weak training never sees a prior drawn around the truth: a frame whose GNSS has no fix is
+        left out, by the folder reader as by the bag reader (and the node)."""
+        import shutil
+        from dataclasses import replace
+
+        from g2s_localization.data.kitti_raw import KittiRawDrive
+        from g2s_localization.data.registration_sets import open_registration_dataset
+
+        root = tmp_path / "root"
+        shutil.copytree(small_dataset, root)
+        drive = KittiRawDrive(drive_dir(root))
+        packet = replace(drive.oxts(4), posmode=0, numsats=0)
+        (drive.path / "oxts" / "data" / f"{4:010d}.txt").write_text(packet.to_line() + "\n")
+        folder = open_registration_dataset("kitti", root, "train", TINY, "gnss")
+        assert len(folder) == 9 and 4 not in [ref.frame for ref in folder.frames]
+        assert len(open_registration_dataset("kitti", root, "train", TINY, "perturbed")) == 10  # evaluation: all
+        bag = kitti_to_bag(drive.path, tmp_path / "bag", progress=False)
+        bags = BagRegistrationDataset(bag_set(bag, small_world_dir / "area.mbtiles", tmp_path), TINY, progress=False)
+        assert len(bags) == 9 and "1 GNSS without a fix" in bags.reports[0]
+
+
 class TestCache:
     def test_read_once_then_reused(self, small_world_dir: Path, drive_bag: Path, tmp_path: Path) -> None:
         config = bag_set(drive_bag, small_world_dir / "area.mbtiles", tmp_path)

@@ -57,11 +57,13 @@ class FrameRef:
 
 
 class KittiRegistrationDataset(Dataset):
-    """Frames listed in ``<root>/<split>_files.txt`` (or every frame of every drive)."""
+    """Frames listed in ``<root>/<split>_files.txt`` (or every frame of every drive). ``only_with_fix``
+    keeps the frames whose OXTS has a GNSS fix: without one, a ``"gnss"`` prior would fall back to the
+    evaluation protocol around the truth, which weak training must never see."""
 
     def __init__(self, root: str | Path, split: str | None = None, config: ModelConfig = ModelConfig(),
                  prior: str = "gnss", seed: int = 0, satmap_metres_per_px: float = 0.2,
-                 camera_height_m: float = KITTI_CAMERA_HEIGHT_M) -> None:
+                 camera_height_m: float = KITTI_CAMERA_HEIGHT_M, only_with_fix: bool = False) -> None:
         if prior not in ("gnss", "perturbed"):
             raise ValueError(f"prior must be 'gnss' or 'perturbed', got {prior!r}")
         self.root, self.config, self.prior, self.seed = Path(root), config, prior, seed
@@ -80,6 +82,8 @@ class KittiRegistrationDataset(Dataset):
                     continue
                 parts = line.split()[0].split("/")  # date/drive/image_02/data/frame.png
                 self.frames.append(FrameRef(by_name[(parts[0], parts[1])], int(Path(parts[-1]).stem)))
+        if only_with_fix:  # weak training: a frame without a GNSS fix has no label (the node skips it too)
+            self.frames = [ref for ref in self.frames if self.drives[ref.drive_index].oxts(ref.frame).has_fix]
         used = sorted({ref.drive_index for ref in self.frames})  # drives outside the split may be incomplete
         self._truth = {i: {g.frame: g for g in self.drives[i].ground_truth()} for i in used}
         self._cameras: dict[int, PinholeCamera] = {}

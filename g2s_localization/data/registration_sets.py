@@ -21,7 +21,7 @@ def open_registration_dataset(kind: str, root: str | Path, split: str, config: M
     ``same``/``cross`` area ``train``/``test`` split; ``"bag"``: the recordings in ``bags`` (``root``
     and ``split`` unused). ``prior`` ``"gnss"`` (weak labels) or ``"perturbed"``."""
     if kind == "kitti":
-        return KittiRegistrationDataset(root, split, config, prior=prior, seed=seed)
+        return KittiRegistrationDataset(root, split, config, prior=prior, seed=seed, only_with_fix=prior == "gnss")
     if kind == "vigor":
         return VigorRegistrationDataset(root, split, vigor_area, config, prior=prior, seed=seed, cities=vigor_cities)
     if kind == "bag":
