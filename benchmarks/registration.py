@@ -95,7 +95,7 @@ def main() -> None:
     print("all frames:")
     print(format_table({r.name: r.metrics for r in runs}))
     print("\npublished frames (the node's gate: confidence >= 0.05, position std <= 1 m, inside the prior's 99 % "
-          "ellipse):")
+          "ellipse; a learned pose also needs support >= 0.05 from the training-free features):")
     print(format_table({r.name: r.metrics for r in runs[:2]}, PUBLISHED_KEYS))
     if args.dataset == "kitti" and dataset.tile_cache(0) is not None:
         print("\nwhat the node publishes, base_link (the ROS-free pipeline over each drive in order: the same priors "
