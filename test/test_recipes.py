@@ -60,3 +60,12 @@ def test_recipe_without_its_imagenet_file_says_what_is_missing(small_dataset: Pa
     assert main(["train", "--config", str(tmp_path / "cfg.yaml")]) == 2
     assert "resnet18-f37072fd.pth" in capsys.readouterr().err
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_bag_config_names_a_tile_cache_per_town() -> None:
+    config = load_yaml(TrainConfig, CONFIG / "train_weak_hard_bags.yaml")
+    assert config.dataset == "bag" and len(config.bags.sources) == 6
+    assert {Path(s.tiles).parent.name for s in config.bags.sources} == {"town10", "town11"}
+    hard = load_yaml(TrainConfig, CONFIG / "train_weak_hard.yaml")
+    assert (config.batch_size, config.learning_rate, config.epochs) == (hard.batch_size, hard.learning_rate,
+                                                                        hard.epochs)
