@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from g2s_localization.data.bag_frames import BagTopics, camera_of, read_bag_frames
+from g2s_localization.data.real_pairs import read_rgb
 from g2s_localization.data.registration_dataset import perturbed_prior, prior_entries, truth_entries
 from g2s_localization.geo.tile_sources import open_tile_source
 from g2s_localization.geo.tiles import TileCache
@@ -73,10 +74,10 @@ def _png(path: Path, rgb: np.ndarray) -> None:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"bag cache image {path} is unreadable; delete its cache folder to read the bag again")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        return read_rgb(path)
+    except ValueError as exc:
+        raise ValueError(f"{exc}: delete its bag cache folder to read the bag again") from exc
 
 
 def cache_bag(source: BagSource, bags: BagSetConfig, model: ModelConfig, labelled: bool,

@@ -12,6 +12,7 @@ Weak training reads no ground truth: ``labelled=False`` never opens the truth to
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -21,19 +22,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from g2s_localization.data.bag_io import TOPICS, typestore
-from g2s_localization.geo.geodesy import EnuFrame, quaternion_xyzw_to_yaw
+from g2s_localization.geo.geodesy import quaternion_xyzw_to_yaw
 from g2s_localization.geo.tile_sources import TileError
 from g2s_localization.geo.tiles import TileCache
 from g2s_localization.runtime.bag_files import open_bag
 from g2s_localization.runtime.message_decoding import (
+    StaticTransforms,
+    add_static_transforms,
     attitude_from_imu,
     camera_from_info,
     fix_from_navsatfix,
     image_to_rgb,
+    sensor_mount,
     stamp_to_seconds,
-    transform_chain,
 )
 from g2s_localization.runtime.mount import PlanarMount
+from g2s_localization.runtime.pipeline import gnss_prior_problem
+from g2s_localization.runtime.sync import NearestBuffer
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -97,42 +102,14 @@ def decode_image(msg, msgtype: str) -> NDArray[np.uint8]:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-class _Nearest:
-    """Values by stamp; the one nearest a query stamp within ``max_age_s``."""
-
-    def __init__(self) -> None:
-        self.stamps: list[float] = []
-        self.values: list = []
-        self._sorted: tuple[NDArray[np.int64], NDArray[np.float64]] | None = None
-
-    def add(self, stamp: float, value) -> None:
-        self.stamps.append(stamp)
-        self.values.append(value)
-        self._sorted = None
-
-    def near(self, stamp: float, max_age_s: float):
-        if not self.stamps:
-            return None
-        if self._sorted is None:
-            order = np.argsort(self.stamps, kind="stable")
-            self._sorted = order, np.asarray(self.stamps)[order]
-        order, stamps = self._sorted
-        i = int(np.searchsorted(stamps, stamp))
-        best = min((j for j in (i - 1, i) if 0 <= j < len(stamps)), key=lambda j: abs(stamps[j] - stamp))
-        return self.values[order[best]] if abs(stamps[best] - stamp) <= max_age_s else None
-
-
-def _mounts(static: dict, base: str, camera_frame: str, gnss_frame: str) -> tuple[PlanarMount, PlanarMount]:
+def _mounts(static: StaticTransforms, base: str, camera_frame: str, gnss_frame: str) -> tuple[PlanarMount, PlanarMount]:
     """Camera and antenna mounts from /tf_static, as the node takes them. A camera not found below
     ``base`` raises: training through a wrong lever arm would teach the network a wrong offset."""
-    chain = transform_chain(static, base, camera_frame)
-    if chain is None:
+    camera = sensor_mount(static, base, camera_frame, "camera")
+    if camera is None:
         raise ValueError(f"/tf_static has no chain {base} -> {camera_frame!r} (the camera's frame); frames known: "
                          f"{sorted(static) or 'none'}. Record /tf_static (robot_state_publisher) with the bag")
-    camera = PlanarMount.from_transform(*chain, optical=True)
-    antenna = transform_chain(static, base, gnss_frame) if gnss_frame else None
-    gnss = PlanarMount() if antenna is None else PlanarMount(float(antenna[0][0]), float(antenna[0][1]))
-    return camera, gnss
+    return camera, sensor_mount(static, base, gnss_frame, "gnss") or PlanarMount()
 
 
 def read_bag_frames(bag, tiles: TileCache, topics: BagTopics = BagTopics(), every: int = 1,
@@ -153,16 +130,13 @@ def read_bag_frames(bag, tiles: TileCache, topics: BagTopics = BagTopics(), ever
         if by_topic[topics.image].msgtype not in IMAGE_TYPES:
             raise ValueError(f"{topics.image} is {by_topic[topics.image].msgtype}, expected one of {IMAGE_TYPES}")
         small = [by_topic[t] for t in needed[1:]] + [c for c in reader.connections if c.topic == "/tf_static"]
-        fixes, attitudes, infos, truth_fix, truth_yaw = _Nearest(), _Nearest(), _Nearest(), _Nearest(), _Nearest()
-        static: dict = {}
+        fixes, attitudes, infos, truth_fix, truth_yaw = (_whole_bag_buffer() for _ in range(5))
+        static: StaticTransforms = {}
         frames = {"gnss": ""}
         for conn, _, raw in reader.messages(connections=small):
             msg = ts.deserialize_cdr(raw, conn.msgtype)
             if conn.topic == "/tf_static":
-                for t in msg.transforms:
-                    tr, q = t.transform.translation, t.transform.rotation
-                    static[t.child_frame_id] = (t.header.frame_id, np.array([tr.x, tr.y, tr.z]),
-                                                np.array([q.x, q.y, q.z, q.w]))
+                add_static_transforms(static, msg)
             elif conn.topic == topics.camera_info:
                 infos.add(stamp_to_seconds(msg.header.stamp), (msg.header.frame_id, info_fields(msg)))
             elif conn.topic == topics.fix:
@@ -186,9 +160,9 @@ def read_bag_frames(bag, tiles: TileCache, topics: BagTopics = BagTopics(), ever
                 continue
             msg = ts.deserialize_cdr(raw, image_conn.msgtype)
             stamp = stamp_to_seconds(msg.header.stamp)
-            info = infos.near(stamp, math.inf)
-            fix, att = fixes.near(stamp, max_gnss_age_s), attitudes.near(stamp, max_imu_age_s)
-            reason = _refusal(info, fix, att)
+            info, fix, att = _value(infos, stamp, math.inf), _value(fixes, stamp, max_gnss_age_s), \
+                _value(attitudes, stamp, max_imu_age_s)
+            reason = _refusal(stamp, info, fix, att, max_gnss_age_s)
             if reason:
                 report.skipped[reason] += 1
                 continue
@@ -203,10 +177,11 @@ def read_bag_frames(bag, tiles: TileCache, topics: BagTopics = BagTopics(), ever
             except ValueError as exc:
                 report.skipped[f"bad image ({exc})"] += 1
                 continue
-            prior = _camera_prior(fix.lat_deg, fix.lon_deg, att.yaw_rad, gnss_mount, camera_mount)
+            # the node's prior: the antenna's fix moved to base_link, then to the camera
+            prior = camera_mount.sensor_geodetic(*gnss_mount.base_geodetic(fix.lat_deg, fix.lon_deg, att.yaw_rad))
             truth = None
             if labelled:
-                where, yaw = truth_fix.near(stamp, max_gnss_age_s), truth_yaw.near(stamp, max_gnss_age_s)
+                where, yaw = _value(truth_fix, stamp, max_gnss_age_s), _value(truth_yaw, stamp, max_gnss_age_s)
                 if where is None or yaw is None:
                     report.skipped["no ground truth near the image"] += 1
                     continue
@@ -222,25 +197,25 @@ def read_bag_frames(bag, tiles: TileCache, topics: BagTopics = BagTopics(), ever
     return report
 
 
-def _refusal(info, fix, att) -> str:
+def _whole_bag_buffer() -> NearestBuffer:
+    """The node's nearest-in-time buffer, holding a whole bag (no horizon, no clearing on jumps)."""
+    return NearestBuffer(horizon_s=math.inf, max_items=sys.maxsize, jump_back_s=math.inf)
+
+
+def _value(buffer: NearestBuffer, stamp: float, slop_s: float):
+    found = buffer.nearest(stamp, slop_s)
+    return None if found is None else found[1]
+
+
+def _refusal(stamp: float, info, fix, att, max_gnss_age_s: float) -> str:
     """Why the node would not register this image ('' when it would)."""
     if info is None:
         return "no CameraInfo"
-    if fix is None:
-        return "no GNSS fix near the image"
-    if not fix.has_fix or not (math.isfinite(fix.lat_deg) and math.isfinite(fix.lon_deg)):
-        return "GNSS without a fix or with a non-finite position"
+    problem = gnss_prior_problem(fix, stamp, max_gnss_age_s)
+    if problem:
+        return problem
     if att is None:
         return "no IMU attitude near the image"
     if not all(math.isfinite(v) for v in (att.yaw_rad, att.pitch_rad, att.roll_rad)):
         return "IMU orientation not finite"
     return ""
-
-
-def _camera_prior(lat: float, lon: float, yaw: float, gnss_mount: PlanarMount,
-                  camera_mount: PlanarMount) -> tuple[float, float, float]:
-    """The camera's prior for an antenna fix and a base_link heading (the node's arithmetic)."""
-    base = gnss_mount.base_pose((0.0, 0.0, yaw))
-    east, north, cam_yaw = camera_mount.sensor_pose(base)
-    cam_lat, cam_lon, _ = EnuFrame(lat, lon).to_geodetic(np.array([east, north, 0.0]))
-    return float(cam_lat), float(cam_lon), float(cam_yaw)

@@ -27,7 +27,6 @@ import threading
 import time
 from dataclasses import replace
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from g2s_localization_msgs.msg import RegistrationStatus
@@ -53,10 +52,9 @@ from g2s_localization.ros.messages import (
     rgb_to_image,
     stamp_to_nanoseconds,
     stamp_to_seconds,
-    transform_chain,
 )
 from g2s_localization.ros.node_config import PARAMETERS, ConfigurationError, open_localizer
-from g2s_localization.runtime.mount import PlanarMount
+from g2s_localization.runtime.message_decoding import StaticTransforms, add_static_transforms, sensor_mount
 from g2s_localization.runtime.timing import FrameTimings
 from g2s_localization.runtime.pipeline import Frame, Localizer, Outcome, State
 from g2s_localization.runtime.sync import NearestBuffer
@@ -115,7 +113,7 @@ class G2SNode(Node):
         self.create_subscription(NavSatFix, self.p("fix_topic"), self._on_fix, qos_profile_sensor_data)
         self.create_subscription(Imu, self.p("imu_topic"), self._on_imu, qos_profile_sensor_data)
         self.create_subscription(TFMessage, "/tf", self._on_tf, 100)
-        self._static: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
+        self._static: StaticTransforms = {}
         self._sensor_frames = {"camera": "", "gnss": ""}
         latched = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                              reliability=ReliabilityPolicy.RELIABLE)  # as tf2's static broadcaster
@@ -146,10 +144,7 @@ class G2SNode(Node):
         self._note_sensor_frame("gnss", msg.header.frame_id)
 
     def _on_tf_static(self, msg: TFMessage) -> None:
-        for t in msg.transforms:
-            tr, q = t.transform.translation, t.transform.rotation
-            self._static[t.child_frame_id] = (t.header.frame_id, np.array([tr.x, tr.y, tr.z]),
-                                              np.array([q.x, q.y, q.z, q.w]))
+        add_static_transforms(self._static, msg)
         self._refresh_mounts()
 
     def _note_sensor_frame(self, sensor: str, frame_id: str) -> None:
@@ -161,12 +156,9 @@ class G2SNode(Node):
         """Camera and antenna mounts from /tf_static (base_frame -> the frames of CameraInfo and
         NavSatFix) as soon as they are known; until then the mount parameters stand."""
         for sensor, frame in self._sensor_frames.items():
-            chain = transform_chain(self._static, self.p("base_frame"), frame) if frame else None
-            if chain is None:
+            mount = sensor_mount(self._static, self.p("base_frame"), frame, sensor)
+            if mount is None:
                 continue
-            mount = PlanarMount.from_transform(*chain, optical=sensor == "camera")
-            if sensor == "gnss":
-                mount = PlanarMount(mount.forward_m, mount.left_m)  # an antenna has a place, no heading
             attribute = f"{sensor}_mount"
             self._camera_mount_known |= sensor == "camera"
             if mount != getattr(self.localizer, attribute):

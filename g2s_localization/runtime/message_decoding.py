@@ -15,6 +15,7 @@ from scipy.spatial.transform import Rotation
 from g2s_localization.cameras.distortion import DistortedCamera
 from g2s_localization.cameras.pinhole import PinholeCamera
 from g2s_localization.geo.geodesy import quaternion_xyzw_to_yaw
+from g2s_localization.runtime.mount import PlanarMount
 from g2s_localization.runtime.pipeline import Attitude, GnssFix
 
 SUPPORTED_ENCODINGS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)),
@@ -84,8 +85,7 @@ def attitude_from_imu(msg) -> Attitude:
     return Attitude(stamp, yaw, float(pitch), float(roll))
 
 
-def transform_chain(static: dict[str, tuple[str, NDArray[np.float64], NDArray[np.float64]]], base: str,
-                    target: str) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+def transform_chain(static: "StaticTransforms", base: str, target: str) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
     """``T_base_target`` (translation, quaternion x, y, z, w) composed from ``/tf_static`` edges
     ``child -> (parent, translation, quaternion)``; None when ``target`` does not hang below ``base``."""
     translation, rotation = np.zeros(3), Rotation.identity()
@@ -98,3 +98,24 @@ def transform_chain(static: dict[str, tuple[str, NDArray[np.float64], NDArray[np
         translation, rotation = step.apply(translation) + t, step * rotation
         frame, hops = parent, hops + 1
     return translation, rotation.as_quat()
+
+
+StaticTransforms = dict[str, tuple[str, NDArray[np.float64], NDArray[np.float64]]]
+
+
+def add_static_transforms(static: StaticTransforms, msg) -> None:
+    """Record a ``tf2_msgs/TFMessage``'s edges as ``child -> (parent, translation, quaternion x, y, z, w)``."""
+    for t in msg.transforms:
+        tr, q = t.transform.translation, t.transform.rotation
+        static[t.child_frame_id] = (t.header.frame_id, np.array([tr.x, tr.y, tr.z]), np.array([q.x, q.y, q.z, q.w]))
+
+
+def sensor_mount(static: StaticTransforms, base: str, frame: str, sensor: str) -> PlanarMount | None:
+    """The planar mount of ``frame`` on ``base`` from ``/tf_static`` (None when not below ``base``).
+    ``sensor`` ``"camera"``: an optical frame (forward is its z); ``"gnss"``: an antenna has a place,
+    no heading; anything else: forward is x."""
+    chain = transform_chain(static, base, frame) if frame else None
+    if chain is None:
+        return None
+    mount = PlanarMount.from_transform(*chain, optical=sensor == "camera")
+    return PlanarMount(mount.forward_m, mount.left_m) if sensor == "gnss" else mount

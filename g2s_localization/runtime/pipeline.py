@@ -160,7 +160,7 @@ class Localizer:
             return Outcome(State.BAD_INPUT, f"image {frame.image.shape} does not match camera "
                                             f"{frame.camera.width}x{frame.camera.height}", stamp)
         gnss, att = frame.gnss, frame.attitude
-        gnss_problem = _gnss_problem(gnss, stamp, cfg.max_gnss_age_s)
+        gnss_problem = gnss_prior_problem(gnss, stamp, cfg.max_gnss_age_s)
         if gnss_problem and self.relocalizer is None:
             return Outcome(State.NO_GNSS, gnss_problem, stamp)
         if att is None or abs(stamp - att.stamp_s) > cfg.max_imu_age_s:
@@ -264,7 +264,7 @@ class Localizer:
         return self._outcome(result, stamp, State.RELOCALIZED, message, max_std_m=cfg.relocalization_max_std_m)
 
 
-def _gnss_problem(gnss: GnssFix | None, stamp: float, max_age_s: float) -> str:
+def gnss_prior_problem(gnss: GnssFix | None, stamp: float, max_age_s: float) -> str:
     """Why this fix cannot serve as the prior ('' when it can)."""
     if gnss is None:
         return "no GNSS fix received"
