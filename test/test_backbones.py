@@ -120,3 +120,21 @@ class TestBackboneCheckpoints:
 
     def test_shipped_small_weights_still_load(self) -> None:
         assert LearnedRegistrar.from_checkpoint(device="cpu").config.backbone == "small"
+
+
+class TestEncoderAutocast:
+    @pytest.mark.parametrize("backbone", ["small", "resnet18"])
+    def test_bf16_features_are_float32_and_close(self, backbone: str) -> None:
+        from g2s_localization.registration.model import G2SRegistrationNet, ModelConfig
+
+        torch.manual_seed(0)
+        net = G2SRegistrationNet(ModelConfig(backbone=backbone)).eval()
+        satellite = torch.rand(2, 3, 64, 64)
+        with torch.no_grad():
+            full = net.satellite_features(satellite)
+            net.encoder_autocast = torch.bfloat16
+            mixed = net.satellite_features(satellite)
+        assert mixed.dtype == torch.float32 and mixed.shape == full.shape
+        cosine = torch.nn.functional.cosine_similarity(mixed.flatten(1), full.flatten(1)).min()
+        assert cosine > 0.98  # bf16 keeps 8 mantissa bits: close, not equal
+        assert not torch.equal(mixed, full)

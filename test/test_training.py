@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from g2s_localization.config import to_dict
@@ -112,3 +113,20 @@ def test_resnet_backbone_trains_from_local_imagenet_weights(small_dataset: Path,
                               "--pretrained", str(tmp_path / "absent.pth"), "--set", f"out_dir={tmp_path / 'x'}"],
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "nothing is downloaded" in missing.stderr
+
+
+def test_bf16_mixed_precision_trains_and_fp16_needs_cuda(small_dataset: Path, tmp_path: Path) -> None:
+    """Encoders under bf16 autocast (the CPU's mixed precision): a step trains, the checkpoint stays float32."""
+    config = TrainConfig(dataset_root=str(small_dataset), split="train", epochs=1, max_steps=1, batch_size=2,
+                         num_workers=0, out_dir=str(tmp_path / "bf16"), model=TINY, negative_min_distance_m=0.0,
+                         mixed_precision="bf16")
+    tensors, meta = read_checkpoint(train(config, progress=False))
+    assert meta["step"] == 1 and meta["config"]["mixed_precision"] == "bf16"
+    assert all(t.dtype == torch.float32 for t in tensors.values() if t.is_floating_point())
+    assert LearnedRegistrar.from_checkpoint(tmp_path / "bf16" / "model.safetensors", device="cpu").config == TINY
+    if not torch.cuda.is_available():
+        fp16 = TrainConfig(**{**config.__dict__, "mixed_precision": "fp16", "out_dir": str(tmp_path / "fp16")})
+        with pytest.raises(ValueError, match="fp16 needs CUDA"):
+            train(fp16, progress=False)
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        TrainConfig(mixed_precision="int8")

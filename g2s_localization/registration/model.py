@@ -136,6 +136,16 @@ class G2SRegistrationNet(nn.Module):
         self.bev_refiner = BevRefiner(config.feature_dim)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(0.01 if config.edge_prior else 0.05)))
         self.learned_gain = nn.Parameter(torch.tensor(0.3 if config.edge_prior else 1.0))
+        # Mixed precision for the encoders only (where the FLOPs are); BEV projection, the FFT
+        # correlation and the softmax stay float32. None = float32 throughout. Not saved.
+        self.encoder_autocast: torch.dtype | None = None
+
+    def encode(self, encoder: nn.Module, image: Tensor) -> Tensor:
+        """``encoder(image)`` under autocast when :attr:`encoder_autocast` is set; float32 out."""
+        if self.encoder_autocast is None:
+            return encoder(image)
+        with torch.autocast(image.device.type, dtype=self.encoder_autocast):
+            return encoder(image).float()
 
     @property
     def temperature(self) -> Tensor:
@@ -149,7 +159,7 @@ class G2SRegistrationNet(nn.Module):
         h, w = image.shape[-2:]
         image_full = image
         image = F.interpolate(image, (cfg.ground_height, cfg.ground_width), mode="bilinear", align_corners=False)
-        features = self.ground_encoder(image)
+        features = self.encode(self.ground_encoder, image)
         fh, fw = features.shape[-2:]
         grid, valid = pixels_to_grid(pixels, seen, (w, h), (fw, fh))
         bev = unit_channels(self.bev_refiner(project_image_to_bev(features, grid, valid), valid))
@@ -162,7 +172,7 @@ class G2SRegistrationNet(nn.Module):
 
     def satellite_features(self, satellite: Tensor) -> Tensor:
         """Heading-aligned patch ``(B, 3, 2L, 2L)`` at half the BEV cell size -> ``(B, C, L, L)``."""
-        learned = unit_channels(self.satellite_encoder(satellite))
+        learned = unit_channels(self.encode(self.satellite_encoder, satellite))
         if not self.config.edge_prior:
             return learned
         edges = edge_features(F.avg_pool2d(grey(satellite), 2))

@@ -37,6 +37,9 @@ from g2s_localization.training.losses import (
 )
 
 
+MIXED_PRECISION = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = "kitti"  # "kitti" (KITTI raw layout, real or synthetic), "vigor" or "bag" (rosbag2 + tiles)
@@ -60,6 +63,7 @@ class TrainConfig:
     out_dir: str = "runs/g2s"
     checkpoint_every: int = 100
     pretrained: str = ""  # ResNet backbones: local torchvision ImageNet state dict for both trunks; "" = scratch
+    mixed_precision: str = "off"  # encoders under autocast: "off", "bf16" (CPU or CUDA) or "fp16" (CUDA, loss scaling)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -67,6 +71,8 @@ class TrainConfig:
             raise ValueError(f"supervision must be 'weak' or 'full', got {self.supervision!r}")
         if self.dataset == "bag" and self.supervision != "weak":
             raise ValueError("bags train weakly (their GNSS and IMU are the labels): supervision must be 'weak'")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
         if self.pretrained and self.model.backbone == "small":
             raise ValueError("ImageNet weights need a ResNet backbone (model.backbone: resnet18 or resnet34)")
 
@@ -143,6 +149,10 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
                         drop_last=True, persistent_workers=config.num_workers > 0)
     net = G2SRegistrationNet(config.model).to(device)
+    if config.mixed_precision == "fp16" and device.type != "cuda":
+        raise ValueError("mixed_precision fp16 needs CUDA (its loss scaling is CUDA's); use bf16 on the CPU")
+    net.encoder_autocast = MIXED_PRECISION[config.mixed_precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=config.mixed_precision == "fp16")
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     step, start_epoch = 0, 0
     last = out / "last.safetensors"
@@ -176,9 +186,11 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
                 raise FloatingPointError(f"loss is not finite at step {step + 1} ({values}); lower learning_rate "
                                          f"or check the data and the pretrained weights")
             optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
+            scaler.scale(losses["total"]).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             step += 1
             if writer is not None:
                 for name, value in losses.items():
