@@ -17,7 +17,9 @@ def _make_world(args: argparse.Namespace) -> None:
 
     make_world(args.out, world_config(args.preset, seed=args.seed, style=args.style, size_m=args.size,
                                       tree_density=args.trees, car_change_fraction=args.car_change,
-                                      shadow_strength=args.shadows, colour_shift=args.colour_shift))
+                                      shadow_strength=args.shadows, colour_shift=args.colour_shift,
+                                      ground_texture=args.ground_texture, roof_texture=args.roof_texture,
+                                      street_regularity=args.street_regularity))
     print(f"world (SYNTHETIC) written to {args.out}: tiles/, area.mbtiles, satellite_overview.png")
 
 
@@ -180,18 +182,22 @@ def _add_registrar_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from g2s_localization.synthetic.presets import PRESETS
+
     parser = argparse.ArgumentParser(prog="g2s", description="Ground-to-satellite camera localization tools.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("make-world", help="generate a synthetic town and its satellite tile cache")
     p.add_argument("out", type=Path)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", choices=("default", "hard"), default="default", help="difficulty (synthetic/presets.py)")
+    p.add_argument("--preset", choices=PRESETS, default="default", help="difficulty (synthetic/presets.py)")
     p.add_argument("--style", choices=("suburb", "downtown"), default=None, help="default: suburb")
     p.add_argument("--size", type=float, default=None, help="side length in metres (default 600)")
     for flag, what in (("--trees", "tree density (0 = none)"), ("--car-change", "share of cars differing between "
                        "captures"), ("--shadows", "satellite shadow strength"), ("--colour-shift", "camera/satellite "
-                       "colour gap")):
+                       "colour gap"), ("--ground-texture", "road wear and lawn stripes, 0..1"),
+                      ("--roof-texture", "pitched, furnished roofs in the satellite, 0..1"),
+                      ("--street-regularity", "look-alike streets, 0..1")):
         p.add_argument(flag, type=float, default=None, help=f"{what} (default: the preset's)")
     p.set_defaults(func=_make_world)
 
@@ -203,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", default="2026_01_01")
     p.add_argument("--number", type=int, default=1)
     p.add_argument("--split", default=None, help="append frames to <root>/<split>_files.txt")
-    p.add_argument("--preset", choices=("default", "hard"), default="default", help="camera effects (presets.py)")
+    p.add_argument("--preset", choices=PRESETS, default="default", help="camera effects (presets.py)")
     p.add_argument("--camera-mount", default="1.2,0.3,1", metavar="FORWARD,LEFT,YAW_DEG",
                    help="camera place on base_link (metres, degrees left; 0,0,0 = at base_link); one per "
                         "--date (its calibration)")

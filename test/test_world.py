@@ -208,3 +208,53 @@ class TestHardPreset:
             world_config("extreme")
         with pytest.raises(ValueError, match="unknown world settings"):
             world_config("hard", fog=1.0)
+
+
+class TestHarderPreset:
+    """Textured ground and roofs, look-alike streets: each knob does what it says and nothing else."""
+
+    def test_look_alike_streets_are_a_straight_lattice_with_row_houses(self) -> None:
+        plain = generate_world(WorldConfig(**{**CLEAN, "size_m": 520.0}))  # a 4 x 4 lattice
+        regular = generate_world(WorldConfig(**{**CLEAN, "size_m": 520.0, "street_regularity": 1.0}))
+        spacing = np.diff(np.unique(np.round(regular.nodes[:, 0], 6)))
+        assert len(np.unique(np.round(regular.nodes[:, 0], 6))) < len(regular.nodes)  # intersections in rows
+        np.testing.assert_allclose(spacing, spacing[0])
+        assert len(regular.edges) > len(plain.edges)  # no links dropped: streets run straight through
+        houses = regular.boxes[regular.box_kind == 0]
+        same = (np.isclose(houses[:, 3], 10.0) & np.isclose(houses[:, 4], 9.0)).sum()
+        assert same >= 10  # identical row houses
+
+    def test_ground_texture_paints_roads_and_lawns_not_markings(self) -> None:
+        plain = generate_world(WorldConfig(**CLEAN))
+        textured = generate_world(WorldConfig(**{**CLEAN, "ground_texture": 1.0}))
+        np.testing.assert_array_equal(textured.ground_material, plain.ground_material)
+        changed = np.any(textured.ground_rgb != plain.ground_rgb, -1)
+        assert changed[plain.ground_material == ASPHALT].mean() > 0.05
+        assert not changed[plain.ground_material == MARKING].any()
+        np.testing.assert_array_equal(textured.boxes, plain.boxes)  # its own random stream
+
+    def test_roof_texture_changes_roofs_in_the_satellite_only(self) -> None:
+        from dataclasses import replace
+
+        plain = generate_world(WorldConfig(**CLEAN))
+        roofs = replace(plain, config=replace(plain.config, roof_texture=1.0))
+        a, b = render_satellite(plain).astype(int), render_satellite(roofs).astype(int)
+        changed = np.abs(a - b).sum(-1) > 0
+        assert changed.any()
+        x, y, _, length, width, _, _ = plain.boxes[plain.box_kind == 0][0]
+        assert changed.mean() < 0.3  # roofs only, not the ground
+        # the first building's roof got two faces of different brightness
+        half = (a.shape[0] - 1) / 2.0
+        c, r = int(round(x / 0.2 + half)), int(round(half - y / 0.2))
+        patch = b[r - 8:r + 9, c - 8:c + 9].mean(-1)
+        assert patch.max() - patch.min() > 5
+
+    def test_harder_preset_is_hard_plus_the_new_knobs(self) -> None:
+        from g2s_localization.synthetic.presets import HARD_WORLD, camera_effects, world_config
+
+        harder = world_config("harder", seed=2)
+        assert all(getattr(harder, k) == v for k, v in HARD_WORLD.items())
+        assert harder.ground_texture > 0 and harder.roof_texture > 0 and harder.street_regularity > 0
+        assert camera_effects("harder") == camera_effects("hard")
+        with pytest.raises(ValueError, match="street_regularity"):
+            WorldConfig(street_regularity=1.5)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from g2s_localization.geo.geodesy import latlon_from_world_pixel, tile_index
 from g2s_localization.geo.tile_sources import MBTilesWriter, write_xyz_tile
+from g2s_localization.synthetic.surface_detail import paint_roof_detail
 from g2s_localization.synthetic.world import World, _box_corners
 
 SATELLITE_METRES_PER_PX = 0.2
@@ -63,10 +64,14 @@ def render_satellite(world: World, metres_per_px: float = SATELLITE_METRES_PER_P
         cv2.circle(shadow, tuple(int(v) for v in centre), int(canopy[3] / metres_per_px * 16), 1, -1, cv2.LINE_AA, 4)
     image *= 1.0 - cfg.shadow_strength * shadow[..., None].astype(np.float32)
 
+    sun_xy = np.array([math.cos(sun_azimuth), math.sin(sun_azimuth)])
+    roof_rng = np.random.default_rng(cfg.seed + 6151)  # own stream: untextured worlds unchanged
     for k in np.argsort(boxes[:, 5], kind="stable"):  # low objects first, tall roofs on top
         box, (_, roof) = boxes[k], colours[k]
         corners = to_px(_box_corners(box[0], box[1], box[3], box[4], box[6]))
         cv2.fillPoly(image, [corners], tuple(float(c) for c in roof), cv2.LINE_AA, 4)
+        if kinds[k] == 0 and cfg.roof_texture > 0:
+            paint_roof_detail(image, box, roof, to_px, sun_xy, cfg.roof_texture, roof_rng)
         if kinds[k] == 0:  # roof outline
             cv2.polylines(image, [corners], True, tuple(float(c) * 0.7 for c in roof), 2, cv2.LINE_AA, 4)
         else:  # windscreen: a dark band across the front third of the car

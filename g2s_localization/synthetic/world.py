@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from g2s_localization.geo.geodesy import EnuFrame
+from g2s_localization.synthetic.surface_detail import ground_detail
 
 # Ground material ids, also used by tests to find lane markings and crosswalks.
 GRASS, DIRT, ASPHALT, SIDEWALK, MARKING = 0, 1, 2, 3, 4
@@ -48,6 +49,9 @@ class WorldConfig:
     season_shift: float = 0.0  # 0..1: the satellite captured in another season (foliage and grass turn)
     tile_jpeg_quality: int = 0  # 0 = lossless tiles; else JPEG compression artefacts at this quality
     tile_misregistration_m: float = 0.0  # the orthophoto sits this far off its true place (seeded direction)
+    ground_texture: float = 0.0  # 0..1: road wear (patches, cracks, stains, manholes) and lawn stripes
+    roof_texture: float = 0.0  # 0..1: pitched roofs (lit and shaded faces), chimneys, solar panels (satellite)
+    street_regularity: float = 0.0  # 0..1: look-alike streets: straight lattice, even tree rows, row houses
 
     def __post_init__(self) -> None:
         if self.style not in ("suburb", "downtown"):
@@ -55,6 +59,8 @@ class WorldConfig:
         if not (0.0 <= self.season_shift <= 1.0 and 0 <= self.tile_jpeg_quality <= 100
                 and 0.0 <= self.tile_misregistration_m <= 5.0):
             raise ValueError("season_shift must be in 0..1, tile_jpeg_quality in 0..100, tile_misregistration_m in 0..5")
+        if not all(0.0 <= v <= 1.0 for v in (self.ground_texture, self.roof_texture, self.street_regularity)):
+            raise ValueError("ground_texture, roof_texture and street_regularity must be in 0..1")
         if not 2 * ROAD_MARGIN_M + 50.0 <= self.size_m <= 2000.0:
             raise ValueError(f"size_m must be within {2 * ROAD_MARGIN_M + 50.0:.0f}..2000 m")
 
@@ -129,6 +135,9 @@ def generate_world(config: WorldConfig | None = None) -> World:
     _paint_dirt(world, rng)
     _paint_roads(world)
     world.ground_rgb = _texture(world.ground_material, rng)
+    world.ground_rgb = ground_detail(world.ground_rgb, material == ASPHALT, material == GRASS,
+                                     config.ground_metres_per_px, config.ground_texture,
+                                     np.random.default_rng(config.seed + 31337))  # own stream: others unchanged
     _paint_markings(world)
     buildings = _place_buildings(world, rng)
     cars, in_sat, in_drive = _place_cars(world, rng)
@@ -152,7 +161,8 @@ def _road_graph(config: WorldConfig, rng: np.random.Generator) -> tuple[NDArray,
     span = (count - 1) * block
     axis = np.linspace(-span / 2, span / 2, count)
     gx, gy = np.meshgrid(axis, axis, indexing="xy")
-    nodes = np.stack([gx.ravel(), gy.ravel()], -1) + rng.uniform(-0.12, 0.12, (count * count, 2)) * block
+    jitter = 0.12 * (1.0 - config.street_regularity)  # 0: intersections in straight rows, long look-alike streets
+    nodes = np.stack([gx.ravel(), gy.ravel()], -1) + rng.uniform(-jitter, jitter, (count * count, 2)) * block
     edges = []
     for r in range(count):
         for c in range(count):
@@ -165,7 +175,7 @@ def _road_graph(config: WorldConfig, rng: np.random.Generator) -> tuple[NDArray,
     order = rng.permutation(len(edges))
     degree = np.bincount(np.array(edges).ravel(), minlength=len(nodes))
     kept = set(range(len(edges)))
-    for k in order[: len(edges) // 6]:
+    for k in order[: int(len(edges) // 6 * (1.0 - config.street_regularity))]:
         a, b = edges[k]
         if degree[a] > 2 and degree[b] > 2:
             kept.discard(k)
@@ -260,7 +270,7 @@ def _free(world: World, x: float, y: float, radius: float, allowed: tuple[int, .
 def _place_buildings(world: World, rng: np.random.Generator) -> tuple[NDArray, NDArray]:
     cfg = world.config
     tall = cfg.style == "downtown"
-    boxes, colours = [], []
+    boxes, colours = _row_houses(world, np.random.default_rng(cfg.seed + 7757)) if cfg.street_regularity > 0 else ([], [])
     half = cfg.size_m / 2.0 - 10.0
     for _ in range(1500 if tall else 900):
         length, width = rng.uniform(8, 22), rng.uniform(7, 16)
@@ -274,11 +284,41 @@ def _place_buildings(world: World, rng: np.random.Generator) -> tuple[NDArray, N
         facade = rng.uniform(0.45, 0.85, 3) * np.array([1.0, 0.95, 0.9])
         roof = rng.choice([np.array([0.55, 0.25, 0.2]), np.array([0.35, 0.35, 0.38]), np.array([0.6, 0.58, 0.55])])
         colours.append([facade, roof * rng.uniform(0.85, 1.15)])
-        c, r = world.ground_px(np.array([x]), np.array([y]))
-        corners = _box_corners(x, y, length + 1.0, width + 1.0, yaw)
-        cc, rr = world.ground_px(corners[:, 0], corners[:, 1])
-        cv2.fillPoly(world.ground_material, [np.round(np.stack([cc, rr], -1)).astype(np.int32)], SIDEWALK)
+        _pave_plot(world, x, y, length, width, yaw)
     return np.array(boxes).reshape(-1, 7), np.array(colours).reshape(-1, 2, 3)
+
+
+def _pave_plot(world: World, x: float, y: float, length: float, width: float, yaw: float) -> None:
+    corners = _box_corners(x, y, length + 1.0, width + 1.0, yaw)
+    cc, rr = world.ground_px(corners[:, 0], corners[:, 1])
+    cv2.fillPoly(world.ground_material, [np.round(np.stack([cc, rr], -1)).astype(np.int32)], SIDEWALK)
+
+
+def _row_houses(world: World, rng: np.random.Generator) -> tuple[list, list]:
+    """Look-alike streets: identical houses at one pitch along both sides of every road, on a share
+    ``street_regularity`` of the plots, so a stretch of street resembles the next one."""
+    length, width, height, pitch = 10.0, 9.0, 7.0, 15.0
+    setback = world.road_width_m / 2.0 + 3.0 + 8.0  # sidewalk, then a front yard
+    facade, roof = np.array([0.72, 0.66, 0.6]), np.array([0.55, 0.25, 0.2])
+    boxes: list = []
+    for a, b in world.edges:
+        pa, pb = world.nodes[a], world.nodes[b]
+        span = float(np.linalg.norm(pb - pa))
+        direction = (pb - pa) / span
+        normal = np.array([-direction[1], direction[0]])
+        yaw = math.atan2(direction[1], direction[0])
+        for s in np.arange(pitch, span - pitch / 2, pitch):
+            for side in (-1.0, 1.0):
+                if rng.uniform() > world.config.street_regularity:
+                    continue
+                x, y = pa + direction * s + normal * side * setback
+                radius = 0.5 * math.hypot(length, width) + 1.0
+                if not _free(world, x, y, radius) or any(math.hypot(x - o[0], y - o[1]) < radius + 0.5 * math.hypot(
+                        o[3], o[4]) for o in boxes):
+                    continue
+                boxes.append([x, y, 0.0, length, width, height, yaw])
+                _pave_plot(world, x, y, length, width, yaw)
+    return boxes, [[facade, roof]] * len(boxes)
 
 
 def _box_corners(x: float, y: float, length: float, width: float, yaw: float) -> NDArray[np.float64]:
@@ -337,8 +377,9 @@ def _place_trees(world: World, rng: np.random.Generator) -> tuple[NDArray, NDArr
         normal = np.array([-direction[1], direction[0]])
         for s in np.arange(12.0, length - 12.0, 11.0):
             for side in (-1.0, 1.0):
-                if rng.uniform() < 0.45 * cfg.tree_density:
-                    p = pa + direction * (s + rng.uniform(-2, 2)) + normal * side * kerb
+                regular = cfg.street_regularity  # evenly spaced, unbroken rows of street trees
+                if rng.uniform() < (0.45 * (1.0 - regular) + 0.9 * regular) * cfg.tree_density:
+                    p = pa + direction * (s + rng.uniform(-2, 2) * (1.0 - regular)) + normal * side * kerb
                     trunks.append([p[0], p[1], rng.uniform(0.15, 0.3), rng.uniform(2.5, 4.0)])
     half = cfg.size_m / 2.0 - 5.0
     for _ in range(int(150 * cfg.tree_density)):
