@@ -5,7 +5,7 @@
 set -euo pipefail
 ROOT=${1:-data/g2s_synth}
 DURATION=${DURATION:-30}
-PRESET=${PRESET:-default}  # PRESET=hard: the world that needs learning (synthetic/presets.py)
+PRESET=${PRESET:-default}  # PRESET=hard or harder: the worlds that need learning (synthetic/presets.py)
 G2S=${G2S:-.venv/bin/g2s}
 for town in 10 11 20 30; do
   [ -f "$ROOT/worlds/town$town/world.yaml" ] || $G2S make-world "$ROOT/worlds/town$town" --seed $town --preset "$PRESET"
