@@ -276,8 +276,7 @@ def _place_buildings(world: World, rng: np.random.Generator) -> tuple[NDArray, N
         length, width = rng.uniform(8, 22), rng.uniform(7, 16)
         x, y, yaw = rng.uniform(-half, half), rng.uniform(-half, half), rng.choice([0.0, np.pi / 2]) + rng.normal(0, 0.05)
         radius = 0.5 * math.hypot(length, width) + 1.0
-        if not _free(world, x, y, radius) or any(math.hypot(x - b[0], y - b[1]) < radius + 0.5 * math.hypot(b[3], b[4])
-                                                  for b in boxes):
+        if not _free(world, x, y, radius) or _overlaps(x, y, radius, boxes):
             continue
         height = rng.uniform(12, 30) if tall else rng.uniform(5, 11)
         boxes.append([x, y, 0.0, length, width, height, yaw])
@@ -286,6 +285,11 @@ def _place_buildings(world: World, rng: np.random.Generator) -> tuple[NDArray, N
         colours.append([facade, roof * rng.uniform(0.85, 1.15)])
         _pave_plot(world, x, y, length, width, yaw)
     return np.array(boxes).reshape(-1, 7), np.array(colours).reshape(-1, 2, 3)
+
+
+def _overlaps(x: float, y: float, radius: float, boxes: list) -> bool:
+    """Whether a plot of ``radius`` at ``(x, y)`` reaches any placed building (bounding circles)."""
+    return any(math.hypot(x - b[0], y - b[1]) < radius + 0.5 * math.hypot(b[3], b[4]) for b in boxes)
 
 
 def _pave_plot(world: World, x: float, y: float, length: float, width: float, yaw: float) -> None:
@@ -313,8 +317,7 @@ def _row_houses(world: World, rng: np.random.Generator) -> tuple[list, list]:
                     continue
                 x, y = pa + direction * s + normal * side * setback
                 radius = 0.5 * math.hypot(length, width) + 1.0
-                if not _free(world, x, y, radius) or any(math.hypot(x - o[0], y - o[1]) < radius + 0.5 * math.hypot(
-                        o[3], o[4]) for o in boxes):
+                if not _free(world, x, y, radius) or _overlaps(x, y, radius, boxes):
                     continue
                 boxes.append([x, y, 0.0, length, width, height, yaw])
                 _pave_plot(world, x, y, length, width, yaw)
