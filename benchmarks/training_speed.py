@@ -22,7 +22,7 @@ import torch
 
 from g2s_localization.registration.backbones import BACKBONES
 from g2s_localization.registration.model import G2SRegistrationNet, ModelConfig
-from g2s_localization.training.trainer import MIXED_PRECISION, LossModule, TrainConfig
+from g2s_localization.training.trainer import LossModule, TrainConfig, apply_gradients, set_precision
 
 KITTI_K = [[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]]
 
@@ -44,19 +44,14 @@ def measure(backbone: str, precision: str, batch_size: int, steps: int, device: 
                          negative_min_distance_m=30.0)
     torch.manual_seed(0)
     net = G2SRegistrationNet(config.model).to(device)
-    net.encoder_autocast = MIXED_PRECISION[precision]
+    scaler = set_precision(net, precision, device)
     module = LossModule(net, config)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     batch = random_batch(config.model, batch_size)
     generator = torch.Generator().manual_seed(0)
 
     def step() -> None:
-        losses = module(batch, generator)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses["total"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        apply_gradients(module(batch, generator)["total"], net, optimizer, scaler)
 
     step()  # warm-up: allocator, kernels, cuDNN autotuning
     if device.type == "cuda":

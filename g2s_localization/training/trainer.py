@@ -130,9 +130,33 @@ class LossModule(torch.nn.Module):
         return losses
 
 
+def _check_precision(precision: str, device: torch.device) -> None:
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("mixed_precision fp16 needs CUDA (its loss scaling is CUDA's); use bf16 on the CPU")
+
+
+def set_precision(net: G2SRegistrationNet, precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """Put the encoders under ``precision``'s autocast; the gradient scaler that precision needs."""
+    _check_precision(precision, device)
+    net.encoder_autocast = MIXED_PRECISION[precision]
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def apply_gradients(loss: torch.Tensor, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler) -> None:
+    """Backward (scaled under fp16), clip the true gradients to norm 5, step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def train(config: TrainConfig, progress: bool = True) -> Path:
     """Train, checkpointing to ``<out_dir>``; returns the final checkpoint path."""
     rank, world, device = _distributed()
+    _check_precision(config.mixed_precision, device)  # before any data is read
     torch.manual_seed(config.seed + rank)
     out = Path(config.out_dir)
     prior = "gnss" if config.supervision == "weak" else "perturbed"
@@ -149,10 +173,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
                         drop_last=True, persistent_workers=config.num_workers > 0)
     net = G2SRegistrationNet(config.model).to(device)
-    if config.mixed_precision == "fp16" and device.type != "cuda":
-        raise ValueError("mixed_precision fp16 needs CUDA (its loss scaling is CUDA's); use bf16 on the CPU")
-    net.encoder_autocast = MIXED_PRECISION[config.mixed_precision]
-    scaler = torch.amp.GradScaler(device.type, enabled=config.mixed_precision == "fp16")
+    scaler = set_precision(net, config.mixed_precision, device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     step, start_epoch = 0, 0
     last = out / "last.safetensors"
@@ -185,12 +206,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
                 values = {k: float(v) for k, v in losses.items()}
                 raise FloatingPointError(f"loss is not finite at step {step + 1} ({values}); lower learning_rate "
                                          f"or check the data and the pretrained weights")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses["total"]).backward()
-            scaler.unscale_(optimizer)  # clip the true gradients
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            scaler.step(optimizer)
-            scaler.update()
+            apply_gradients(losses["total"], net, optimizer, scaler)
             step += 1
             if writer is not None:
                 for name, value in losses.items():
