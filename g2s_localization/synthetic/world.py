@@ -13,6 +13,7 @@ the ground layer is a raster at ``ground_metres_per_px`` whose pixel ``(r, c)`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import cv2
@@ -305,12 +306,7 @@ def _row_houses(world: World, rng: np.random.Generator) -> tuple[list, list]:
     setback = world.road_width_m / 2.0 + 3.0 + 8.0  # sidewalk, then a front yard
     facade, roof = np.array([0.72, 0.66, 0.6]), np.array([0.55, 0.25, 0.2])
     boxes: list = []
-    for a, b in world.edges:
-        pa, pb = world.nodes[a], world.nodes[b]
-        span = float(np.linalg.norm(pb - pa))
-        direction = (pb - pa) / span
-        normal = np.array([-direction[1], direction[0]])
-        yaw = math.atan2(direction[1], direction[0])
+    for pa, span, direction, normal, yaw in _streets(world):
         for s in np.arange(pitch, span - pitch / 2, pitch):
             for side in (-1.0, 1.0):
                 if rng.uniform() > world.config.street_regularity:
@@ -324,6 +320,15 @@ def _row_houses(world: World, rng: np.random.Generator) -> tuple[list, list]:
     return boxes, [[facade, roof]] * len(boxes)
 
 
+def _streets(world: World) -> Iterator[tuple[NDArray, float, NDArray, NDArray, float]]:
+    """Each road's start, length (m), unit direction, unit left normal and yaw (ENU, rad)."""
+    for a, b in world.edges:
+        pa, pb = world.nodes[a], world.nodes[b]
+        length = float(np.linalg.norm(pb - pa))
+        direction = (pb - pa) / length
+        yield pa, length, direction, np.array([-direction[1], direction[0]]), math.atan2(direction[1], direction[0])
+
+
 def _box_corners(x: float, y: float, length: float, width: float, yaw: float) -> NDArray[np.float64]:
     c, s = math.cos(yaw), math.sin(yaw)
     local = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * np.array([length / 2, width / 2])
@@ -334,12 +339,7 @@ def _place_cars(world: World, rng: np.random.Generator) -> tuple[tuple[NDArray, 
     """Parked cars along kerbs; each is in the satellite image, the drive, or both."""
     cfg = world.config
     boxes, colours = [], []
-    for a, b in world.edges:
-        pa, pb = world.nodes[a], world.nodes[b]
-        length = float(np.linalg.norm(pb - pa))
-        direction = (pb - pa) / length
-        normal = np.array([-direction[1], direction[0]])
-        yaw = math.atan2(direction[1], direction[0])
+    for pa, length, direction, normal, yaw in _streets(world):
         for s in np.arange(15.0, length - 15.0, 7.0):
             if rng.uniform() > 0.35 * cfg.parked_car_density:
                 continue
