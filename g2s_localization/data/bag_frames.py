@@ -37,7 +37,7 @@ from g2s_localization.runtime.message_decoding import (
     stamp_to_seconds,
 )
 from g2s_localization.runtime.mount import PlanarMount
-from g2s_localization.runtime.pipeline import gnss_prior_problem
+from g2s_localization.runtime.pipeline import attitude_problem, gnss_prior_problem
 from g2s_localization.runtime.sync import NearestBuffer
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -162,7 +162,7 @@ def read_bag_frames(bag, tiles: TileCache, topics: BagTopics = BagTopics(), ever
             stamp = stamp_to_seconds(msg.header.stamp)
             info, fix, att = _value(infos, stamp, math.inf), _value(fixes, stamp, max_gnss_age_s), \
                 _value(attitudes, stamp, max_imu_age_s)
-            reason = _refusal(stamp, info, fix, att, max_gnss_age_s)
+            reason = _refusal(stamp, info, fix, att, max_gnss_age_s, max_imu_age_s)
             if reason:
                 report.skipped[reason] += 1
                 continue
@@ -207,15 +207,8 @@ def _value(buffer: NearestBuffer, stamp: float, slop_s: float):
     return None if found is None else found[1]
 
 
-def _refusal(stamp: float, info, fix, att, max_gnss_age_s: float) -> str:
-    """Why the node would not register this image ('' when it would)."""
+def _refusal(stamp: float, info, fix, att, max_gnss_age_s: float, max_imu_age_s: float) -> str:
+    """Why the node would not register this image ('' when it would), in the node's words."""
     if info is None:
         return "no CameraInfo"
-    problem = gnss_prior_problem(fix, stamp, max_gnss_age_s)
-    if problem:
-        return problem
-    if att is None:
-        return "no IMU attitude near the image"
-    if not all(math.isfinite(v) for v in (att.yaw_rad, att.pitch_rad, att.roll_rad)):
-        return "IMU orientation not finite"
-    return ""
+    return gnss_prior_problem(fix, stamp, max_gnss_age_s) or attitude_problem(att, stamp, max_imu_age_s)

@@ -85,7 +85,10 @@ def attitude_from_imu(msg) -> Attitude:
     return Attitude(stamp, yaw, float(pitch), float(roll))
 
 
-def transform_chain(static: "StaticTransforms", base: str, target: str) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+StaticTransforms = dict[str, tuple[str, NDArray[np.float64], NDArray[np.float64]]]
+
+
+def transform_chain(static: StaticTransforms, base: str, target: str) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
     """``T_base_target`` (translation, quaternion x, y, z, w) composed from ``/tf_static`` edges
     ``child -> (parent, translation, quaternion)``; None when ``target`` does not hang below ``base``."""
     translation, rotation = np.zeros(3), Rotation.identity()
@@ -98,9 +101,6 @@ def transform_chain(static: "StaticTransforms", base: str, target: str) -> tuple
         translation, rotation = step.apply(translation) + t, step * rotation
         frame, hops = parent, hops + 1
     return translation, rotation.as_quat()
-
-
-StaticTransforms = dict[str, tuple[str, NDArray[np.float64], NDArray[np.float64]]]
 
 
 def add_static_transforms(static: StaticTransforms, msg) -> None:

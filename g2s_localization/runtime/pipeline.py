@@ -163,11 +163,9 @@ class Localizer:
         gnss_problem = gnss_prior_problem(gnss, stamp, cfg.max_gnss_age_s)
         if gnss_problem and self.relocalizer is None:
             return Outcome(State.NO_GNSS, gnss_problem, stamp)
-        if att is None or abs(stamp - att.stamp_s) > cfg.max_imu_age_s:
-            age = "missing" if att is None else f"{abs(stamp - att.stamp_s):.2f} s old"
-            return Outcome(State.STALE_IMU, f"IMU heading {age}; no yaw prior", stamp)
-        if not all(math.isfinite(v) for v in (att.yaw_rad, att.pitch_rad, att.roll_rad)):
-            return Outcome(State.STALE_IMU, "IMU orientation is not finite", stamp)
+        imu_problem = attitude_problem(att, stamp, cfg.max_imu_age_s)
+        if imu_problem:
+            return Outcome(State.STALE_IMU, imu_problem, stamp)
         if gnss_problem:
             return self._relocalize(frame, gnss_problem)
         # the fix is the antenna's; registration looks for the camera's ground point and heading
@@ -262,6 +260,16 @@ class Localizer:
             return Outcome(State.LOW_CONFIDENCE, f"{message}; ambiguous, pose withheld", stamp, result.confidence)
         # a relocalization has its own, wider bound (the track pins it down, not one frame's window)
         return self._outcome(result, stamp, State.RELOCALIZED, message, max_std_m=cfg.relocalization_max_std_m)
+
+
+def attitude_problem(att: Attitude | None, stamp: float, max_age_s: float) -> str:
+    """Why this IMU attitude cannot give the yaw prior ('' when it can)."""
+    if att is None or abs(stamp - att.stamp_s) > max_age_s:
+        age = "missing" if att is None else f"{abs(stamp - att.stamp_s):.2f} s old"
+        return f"IMU heading {age}; no yaw prior"
+    if not all(math.isfinite(v) for v in (att.yaw_rad, att.pitch_rad, att.roll_rad)):
+        return "IMU orientation is not finite"
+    return ""
 
 
 def gnss_prior_problem(gnss: GnssFix | None, stamp: float, max_age_s: float) -> str:
