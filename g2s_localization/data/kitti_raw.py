@@ -176,19 +176,25 @@ class KittiRawDrive:
             poses.append(GroundTruthPose(frame, stamp, o.lat, o.lon, o.alt, o.yaw, o.pitch, o.roll))
         return poses
 
-    def dead_reckoning(self) -> list[tuple[float, float, float]]:
+    def dead_reckoning(self, trapezoid: bool = False) -> list[tuple[float, float, float]]:
         """``T_odom_base`` (x, y, yaw) per frame, integrated from the OXTS forward speed and yaw rate: a
-        wheel/IMU odometry stand-in, drifting as such odometry does (the bags' ``/odom``)."""
+        wheel/IMU odometry stand-in, drifting as such odometry does (the bags' ``/odom``). By default
+        each interval uses the rates at its end; ``trapezoid`` uses the mean of both ends, which at
+        10 Hz keeps the heading through a turn's onset within a tenth of a degree instead of a degree
+        or two (self-training carries labels with it; the bags keep the default)."""
         stamps = self.timestamps_ns("oxts")
-        pose, track, last = [0.0, 0.0, 0.0], [], None
+        pose, track, last, last_rates = [0.0, 0.0, 0.0], [], None, (0.0, 0.0)
         for frame, stamp in zip(self.frames, stamps):
             o = self.oxts(frame)
             if last is not None:
                 dt = (stamp - last) * 1e-9
-                pose[0] += o.vf * math.cos(pose[2]) * dt
-                pose[1] += o.vf * math.sin(pose[2]) * dt
-                pose[2] = math.atan2(math.sin(pose[2] + o.wu * dt), math.cos(pose[2] + o.wu * dt))
-            last = stamp
+                speed, yaw_rate = ((o.vf + last_rates[0]) / 2, (o.wu + last_rates[1]) / 2) if trapezoid \
+                    else (o.vf, o.wu)
+                heading = pose[2] + yaw_rate * dt / 2 if trapezoid else pose[2]
+                pose[0] += speed * math.cos(heading) * dt
+                pose[1] += speed * math.sin(heading) * dt
+                pose[2] = math.atan2(math.sin(pose[2] + yaw_rate * dt), math.cos(pose[2] + yaw_rate * dt))
+            last, last_rates = stamp, (o.vf, o.wu)
             track.append((pose[0], pose[1], pose[2]))
         return track
 

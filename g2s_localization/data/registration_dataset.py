@@ -90,6 +90,7 @@ class KittiRegistrationDataset(Dataset):
         self._caches: dict[Path, TileCache] = {}
         self._drive_world: dict[Path, Path | None] = {}
         self._mounts: dict[Path, PlanarMount] = {}
+        self._odometry: dict[int, dict[int, tuple[float, tuple[float, float, float]]]] = {}
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -145,6 +146,18 @@ class KittiRegistrationDataset(Dataset):
             if oxts.has_fix:
                 return truth, mount.sensor_geodetic(oxts.lat, oxts.lon, oxts.yaw)
         return truth, perturbed_prior(truth, self.config, self.seed, index)
+
+    def odometry(self, index: int) -> tuple[int, float, tuple[float, float, float]]:
+        """Frame ``index``'s drive, time (s) and ``T_odom_base`` (x, y, yaw) from the drive's wheel
+        speed and yaw rate (:meth:`KittiRawDrive.dead_reckoning`, trapezoidal): what a vehicle records besides GNSS."""
+        ref = self.frames[index]
+        if ref.drive_index not in self._odometry:
+            drive = self.drives[ref.drive_index]
+            stamps = drive.timestamps_ns("oxts")
+            self._odometry[ref.drive_index] = {frame: (stamp * 1e-9, pose) for frame, stamp, pose
+                                               in zip(drive.frames, stamps, drive.dead_reckoning(trapezoid=True))}
+        stamp_s, pose = self._odometry[ref.drive_index][ref.frame]
+        return ref.drive_index, stamp_s, pose
 
     def camera_mount(self, index: int) -> PlanarMount:
         """The camera's mount on base_link for frame ``index``'s drive."""

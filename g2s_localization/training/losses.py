@@ -35,8 +35,13 @@ def target_cells(volume: ScoreVolume, target: Tensor) -> tuple[Tensor, Tensor]:
     return flat, inside
 
 
-def supervised_volume_loss(volume: ScoreVolume, temperature: Tensor, target: Tensor) -> Tensor:
+def supervised_volume_loss(volume: ScoreVolume, temperature: Tensor, target: Tensor, keep: Tensor | None = None
+                           ) -> Tensor:
+    """Cross-entropy at the target cells of the frames whose target lies in the window (and ``keep``
+    ``(B,)`` allows); zero, with a graph, when there are none."""
     flat, inside = target_cells(volume, target)
+    if keep is not None:
+        inside = inside & keep.to(inside.device)
     if not bool(inside.any()):
         return volume.scores.sum() * 0.0
     logits = volume.scores.flatten(1) / temperature

@@ -7,6 +7,7 @@ checkpoints (safetensors + resolved config) and resumes from ``<out_dir>/last.sa
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +36,10 @@ from g2s_localization.training.losses import (
     rotation_pseudo_pair_loss,
     supervised_volume_loss,
 )
+from g2s_localization.training.self_training import PseudoLabeller, PseudoLabels, carry_labels, run_teacher
 
 
+LABELLED = "pseudo_labelled"  # the fraction of a batch the teacher labelled (TensorBoard: stats/)
 MIXED_PRECISION = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -62,6 +65,11 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "runs/g2s"
     checkpoint_every: int = 100
+    teacher: str = ""  # self-training: a checkpoint (or "baseline") whose confident estimates become pose targets
+    pseudo_label_weight: float = 1.0
+    pseudo_label_min_confidence: float = 0.3  # the teacher's probability within 1 m and 1 deg of its estimate
+    pseudo_label_track_s: float = 0.0  # > 0: label the set once, carrying confident labels this far by odometry
+    init_weights: str = ""  # a fresh run starts from this checkpoint's weights (fine-tuning); "" = initialisation
     pretrained: str = ""  # ResNet backbones: local torchvision ImageNet state dict for both trunks; "" = scratch
     mixed_precision: str = "off"  # encoders under autocast: "off", "bf16" (CPU or CUDA) or "fp16" (CUDA, loss scaling)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -73,6 +81,12 @@ class TrainConfig:
             raise ValueError("bags train weakly (their GNSS and IMU are the labels): supervision must be 'weak'")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+        if self.teacher and self.supervision != "weak":
+            raise ValueError("a teacher labels weakly supervised training; full supervision has true poses")
+        if self.pseudo_label_track_s < 0 or (self.pseudo_label_track_s and not self.teacher):
+            raise ValueError("pseudo_label_track_s must be >= 0 and needs a teacher")
+        if self.init_weights and self.pretrained:
+            raise ValueError("init_weights and pretrained both set the starting weights: choose one")
         if self.pretrained and self.model.backbone == "small":
             raise ValueError("ImageNet weights need a ResNet backbone (model.backbone: resnet18 or resnet34)")
 
@@ -102,9 +116,10 @@ def fov_mask(net: G2SRegistrationNet, batch: dict[str, torch.Tensor], device: to
 class LossModule(torch.nn.Module):
     """All of a training step's forward passes in one ``forward`` (what DDP needs to sync)."""
 
-    def __init__(self, net: G2SRegistrationNet, config: TrainConfig) -> None:
+    def __init__(self, net: G2SRegistrationNet, config: TrainConfig,
+                 labeller: Callable[[dict[str, torch.Tensor]], PseudoLabels] | None = None) -> None:
         super().__init__()
-        self.net, self.config = net, config
+        self.net, self.config, self.labeller = net, config, labeller
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         net, config = self.net, self.config
@@ -126,7 +141,13 @@ class LossModule(torch.nn.Module):
                     net, satellite, sat_features, fov_mask(net, batch, device), generator)
             if config.gps_loss_weight > 0:
                 losses["gps"] = config.gps_loss_weight * gps_prior_loss(volume, net.temperature, config.gps_radius_m)
+            if self.labeller is not None:
+                labels = self.labeller(batch)
+                losses["pseudo_pose"] = config.pseudo_label_weight * supervised_volume_loss(
+                    volume, net.temperature, labels.target.to(device), labels.keep)
         losses["total"] = sum(losses.values())  # type: ignore[assignment]
+        if self.labeller is not None:  # a statistic, not a loss: left out of the total
+            losses[LABELLED] = labels.keep.float().mean()
         return losses
 
 
@@ -151,6 +172,23 @@ def apply_gradients(loss: torch.Tensor, net: torch.nn.Module, optimizer: torch.o
     torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
     scaler.step(optimizer)
     scaler.update()
+
+
+def _labeller(config: TrainConfig, dataset, device: torch.device, progress: bool
+              ) -> Callable[[dict[str, torch.Tensor]], PseudoLabels] | None:
+    """The teacher per batch, or (``pseudo_label_track_s`` > 0) a table of the whole set's labels,
+    made once before the first step; None without a teacher."""
+    if not config.teacher:
+        return None
+    labeller = PseudoLabeller.from_weights(config.teacher, config.model, config.pseudo_label_min_confidence, device)
+    if config.pseudo_label_track_s <= 0:
+        return labeller
+    table = carry_labels(run_teacher(labeller, dataset, progress=progress), dataset,
+                         config.pseudo_label_min_confidence, config.pseudo_label_track_s)
+    if progress:
+        print(f"pseudo labels: {100 * float(table.keep.float().mean()):.1f} % of {len(dataset)} frames "
+              f"({100 * float(table.carried.float().mean()):.1f} % carried by odometry)")
+    return table
 
 
 def train(config: TrainConfig, progress: bool = True) -> Path:
@@ -182,11 +220,13 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         load_model_weights(net, tensors, str(last))
         load_optimizer_state(optimizer, tensors, meta)
         step, start_epoch = int(meta["step"]), int(meta["epoch"])
+    elif config.init_weights:  # a fresh run fine-tunes a checkpoint (its model configuration must match)
+        load_model_weights(net, read_checkpoint(config.init_weights)[0], config.init_weights)
     elif config.pretrained:  # a fresh run starts both trunks from ImageNet
         state = read_state_dict(config.pretrained)
         for encoder in (net.ground_encoder, net.satellite_encoder):
             load_pretrained_trunk(encoder, state)
-    module = LossModule(net, config)
+    module = LossModule(net, config, _labeller(config, dataset, device, progress and rank == 0))
     if world > 1:
         module = DistributedDataParallel(module, find_unused_parameters=True)
     writer = None
@@ -210,7 +250,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
             step += 1
             if writer is not None:
                 for name, value in losses.items():
-                    writer.add_scalar(f"loss/{name}", float(value.detach()), step)
+                    writer.add_scalar(f"{'stats' if name == LABELLED else 'loss'}/{name}", float(value.detach()), step)
                 writer.add_scalar("temperature", float(net.temperature.detach()), step)
                 bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in losses.items()})
                 if step % config.checkpoint_every == 0:
