@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "ros": {"config", "geo", "cameras", "registration", "relocalization", "runtime"},
     "data": {"config", "geo", "cameras", "registration", "runtime"},
     "synthetic": {"config", "geo", "cameras", "data", "runtime"},
-    "training": {"config", "geo", "cameras", "registration", "relocalization", "data"},
+    "training": {"config", "geo", "cameras", "registration", "relocalization", "runtime", "data"},
     "evaluation": {"config", "geo", "cameras", "registration", "relocalization", "runtime", "ros", "data"},
 }
 ENTRY_POINTS = {"cli", "cli_maps", "demo", "__main__", "__init__"}
