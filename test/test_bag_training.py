@@ -210,3 +210,21 @@ class TestCommandLine:
 
         assert main(["train", "--bag", str(drive_bag)]) == 2
         assert "--bag needs --tiles" in capsys.readouterr().err
+
+
+class TestSelfTrainingFromBags:
+    def test_a_teacher_labels_bag_frames_but_cannot_carry_labels(self, small_world_dir: Path, drive_bag: Path,
+                                                                 tmp_path: Path) -> None:
+        from torch.utils.data import DataLoader
+
+        from g2s_localization.training.self_training import PseudoLabeller, TeacherPass, carry_labels
+
+        dataset = BagRegistrationDataset(bag_set(drive_bag, small_world_dir / "area.mbtiles", tmp_path), TINY,
+                                         progress=False)
+        batch = next(iter(DataLoader(dataset, batch_size=3)))
+        labels = PseudoLabeller.from_weights("baseline", TINY, 0.05, torch.device("cpu"))(batch)
+        assert labels.target.shape == (3, 3) and bool(torch.isfinite(labels.target).all())
+        nothing = TeacherPass(np.zeros((len(dataset), 3)), np.zeros(len(dataset)), np.zeros((len(dataset), 2)),
+                              np.zeros(len(dataset)))
+        with pytest.raises(ValueError, match="odometry"):
+            carry_labels(nothing, dataset, 0.3, 1.5)
