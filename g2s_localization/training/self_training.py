@@ -6,8 +6,8 @@ cross-view signal at the right place: the contrastive loss only says *which* pat
 to, and the rotation pseudo pairs are satellite-against-satellite, so nothing else tells the ground
 branch where in the patch its view lies. The teacher's confidence is its calibrated probability
 within 1 m and 1 deg of its estimate; only frames above ``min_confidence`` are labelled (on the
-hard synthetic training towns, the shipped hard network labels 44 % of frames at 0.3, and 99 % of
-those labels lie within 1 m of the truth).
+hard synthetic training towns, the shipped hard network labels 40 % of the frames at 0.3, and 99 %
+of those labels lie within 1 m of the truth: ``benchmarks/pseudo_labels.py``).
 
 Those are the frames the teacher already gets right. :func:`carry_labels` reaches the others: a
 confident frame's pose, moved by the drive's odometry (wheel speed and yaw rate, :mod:`runtime.tracking`'s
@@ -21,14 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
-from torch import Tensor
 
 from g2s_localization.geo.geodesy import EnuFrame, wrap_angle
 from g2s_localization.registration.model import ModelConfig
 from g2s_localization.registration.registrars import BaselineRegistrar, Registrar, registrar_from_weights
-
 from g2s_localization.runtime.mount import PlanarMount, Pose2
 from g2s_localization.runtime.tracking import TrackedPose, carried
 
@@ -68,7 +67,6 @@ class PseudoLabeller:
         target = torch.stack([estimate.forward_m, estimate.left_m, estimate.yaw_offset], -1).float()
         keep = (estimate.confidence >= self.min_confidence) & torch.isfinite(target).all(-1)
         return PseudoLabels(target, keep)
-
 
 
 @dataclass(frozen=True)
