@@ -13,8 +13,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+
 from g2s_localization.data.registration_dataset import KittiRegistrationDataset, truth_entries
-from g2s_localization.registration.registrars import BaselineRegistrar, registrar_from_weights
+from g2s_localization.registration.registrars import registrar_from_weights
 from g2s_localization.training.self_training import PseudoLabeller, carry_labels, run_teacher
 
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
@@ -40,7 +41,7 @@ def main() -> None:
     parser.add_argument("--min-confidence", type=float, default=0.3, help="for the carried labels")
     parser.add_argument("--track-s", type=float, default=1.5, help="carry labels this far by odometry")
     args = parser.parse_args()
-    teacher = BaselineRegistrar(device="cpu") if args.teacher == "baseline" else registrar_from_weights(args.teacher)
+    teacher = registrar_from_weights(args.teacher)  # 'baseline': the edge baseline on the default grid
     dataset = KittiRegistrationDataset(args.root, args.split, teacher.config, prior="gnss", only_with_fix=True)
     labeller = PseudoLabeller(teacher, teacher.config, args.min_confidence)
     teacher_pass = run_teacher(labeller, dataset)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from g2s_localization.geo.geodesy import EnuFrame, wrap_angle
+from g2s_localization.registration.correlation import PoseEstimate
 from g2s_localization.registration.model import ModelConfig
 from g2s_localization.registration.registrars import BaselineRegistrar, Registrar, registrar_from_weights
 from g2s_localization.runtime.mount import PlanarMount, Pose2
@@ -38,6 +39,11 @@ GEOMETRY_FIELDS = ("bev_size", "bev_metres_per_px", "search_radius_m", "yaw_rang
 class PseudoLabels:
     target: Tensor  # (B, 3) forward m, left m, yaw offset rad: the teacher's estimate in the prior's frame
     keep: Tensor  # (B,) bool: the teacher is confident enough to use it
+
+
+def estimate_target(estimate: PoseEstimate) -> Tensor:
+    """``(B, 3)`` forward m, left m, yaw offset rad: an estimate in the training target's layout."""
+    return torch.stack([estimate.forward_m, estimate.left_m, estimate.yaw_offset], -1)
 
 
 class PseudoLabeller:
@@ -64,7 +70,7 @@ class PseudoLabeller:
     @torch.no_grad()
     def __call__(self, batch: dict[str, Tensor]) -> PseudoLabels:
         estimate = self.teacher.estimate(batch)
-        target = torch.stack([estimate.forward_m, estimate.left_m, estimate.yaw_offset], -1).float()
+        target = estimate_target(estimate).float()
         keep = (estimate.confidence >= self.min_confidence) & torch.isfinite(target).all(-1)
         return PseudoLabels(target, keep)
 
@@ -89,7 +95,7 @@ def run_teacher(labeller: PseudoLabeller, dataset, batch_size: int = 4, progress
     for batch in tqdm(loader, desc="teacher", unit="batch", disable=not progress):
         estimate = labeller.teacher.estimate(batch)
         index = batch["index"].numpy()
-        target[index] = torch.stack([estimate.forward_m, estimate.left_m, estimate.yaw_offset], -1).cpu().numpy()
+        target[index] = estimate_target(estimate).cpu().numpy()
         confidence[index] = estimate.confidence.cpu().numpy()
         prior_latlon[index], prior_yaw[index] = batch["prior_latlon"].numpy(), batch["prior_yaw"].numpy()
     return TeacherPass(target, confidence, prior_latlon, prior_yaw)
