@@ -10,6 +10,7 @@ training with when its labels are almost all right and still cover many frames.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("--teacher", default="baseline", help="a safetensors checkpoint or 'baseline'")
     parser.add_argument("--min-confidence", type=float, default=0.3, help="for the carried labels")
     parser.add_argument("--track-s", type=float, default=1.5, help="carry labels this far by odometry")
+    parser.add_argument("--agree-m", type=float, default=1.0, help="confident frames before and after must carry ...")
+    parser.add_argument("--agree-deg", type=float, default=1.0, help="... to poses this close for frames between")
     args = parser.parse_args()
     teacher = registrar_from_weights(args.teacher)  # 'baseline': the edge baseline on the default grid
     dataset = KittiRegistrationDataset(args.root, args.split, teacher.config, prior="gnss", only_with_fix=True)
@@ -55,10 +58,12 @@ def main() -> None:
         figures = " | ".join(f"{v:.1f}" for v in score(teacher_pass.target[keep], truth[keep])) if keep.any() \
             else "- | - | -"
         print(f"| {threshold} | {100 * keep.mean():.1f} | {figures} |")
-    table = carry_labels(teacher_pass, dataset, args.min_confidence, args.track_s)
+    table = carry_labels(teacher_pass, dataset, args.min_confidence, args.track_s, args.agree_m,
+                         math.radians(args.agree_deg))
     keep, moved = table.keep.numpy(), table.carried.numpy()
     target = table.target.numpy()
-    print(f"\ncarried by odometry up to {args.track_s} s from frames of confidence >= {args.min_confidence}:")
+    print(f"\ncarried by odometry up to {args.track_s} s from frames of confidence >= {args.min_confidence}, "
+          f"between confident frames that agree within {args.agree_m} m and {args.agree_deg} deg:")
     print("| labels | frames % | within 1 m % | within 2 m % | yaw within 2 deg % |")
     print("|---|---|---|---|---|")
     for name, mask in (("teacher's own", keep & ~moved), ("carried", moved), ("all", keep)):

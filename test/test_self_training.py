@@ -17,7 +17,9 @@ from g2s_localization.registration.registrars import BaselineRegistrar
 from g2s_localization.training.losses import supervised_volume_loss
 from g2s_localization.data.kitti_raw import find_drives
 from g2s_localization.data.registration_dataset import truth_entries
-from g2s_localization.training.self_training import LabelTable, PseudoLabeller, TeacherPass, carry_labels
+from g2s_localization.training.self_training import (
+    LabelTable, PseudoLabeller, TeacherPass, carry_labels, labels_from_rank_zero,
+)
 from g2s_localization.training.trainer import LABELLED, LossModule, TrainConfig, train
 
 TINY = ModelConfig(ground_width=128, ground_height=40, feature_dim=4, width=8, bev_size=24, bev_metres_per_px=1.0,
@@ -98,6 +100,11 @@ class TestTrainConfig:
         with pytest.raises(ValueError, match="pseudo_label_track_s"):
             TrainConfig(pseudo_label_track_s=1.0)
 
+    @pytest.mark.parametrize("key", ["pseudo_label_agree_m", "pseudo_label_agree_deg"])
+    def test_agreement_tolerances_must_be_positive(self, key: str) -> None:
+        with pytest.raises(ValueError, match=key):
+            TrainConfig(teacher="baseline", **{key: 0.0})
+
     def test_init_weights_and_pretrained_conflict(self) -> None:
         with pytest.raises(ValueError, match="init_weights"):
             TrainConfig(init_weights="a.safetensors", pretrained="b.pth", model=ModelConfig(backbone="resnet18"))
@@ -161,6 +168,15 @@ class TestCarryLabels:
         table = carry_labels(teacher, dataset, 0.5, track_s=1.0)
         assert table.keep.tolist() == [True] + [False] * 8 + [True]
 
+    def test_the_yaw_tolerance_decides_whether_anchors_agree(self, small_dataset: Path) -> None:
+        dataset = KittiRegistrationDataset(small_dataset, "train", TINY, prior="gnss")
+        teacher, _ = truth_pass(dataset, [0, 9])
+        teacher.target[9, 2] += np.radians(2.0)  # the later anchor's yaw 2 deg off, its position right
+        strict = carry_labels(teacher, dataset, 0.5, track_s=1.0, agree_rad=np.radians(1.0))
+        loose = carry_labels(teacher, dataset, 0.5, track_s=1.0, agree_rad=np.radians(3.0))
+        assert strict.keep.tolist() == [True] + [False] * 8 + [True]
+        assert bool(loose.keep.all()) and int(loose.carried.sum()) == 8
+
     def test_a_dataset_without_odometry_is_refused(self, small_dataset: Path) -> None:
         dataset = KittiRegistrationDataset(small_dataset, "train", TINY, prior="gnss")
         with pytest.raises(ValueError, match="odometry"):
@@ -189,3 +205,40 @@ def test_training_carries_labels_before_the_first_step(small_dataset: Path, tmp_
                          pseudo_label_min_confidence=0.05, pseudo_label_track_s=1.0)
     _, meta = read_checkpoint(train(config, progress=False))
     assert meta["step"] == 1 and meta["config"]["pseudo_label_track_s"] == 1.0
+
+
+def _label_on_two_ranks(rank: int, store: str, out: str, fail_on_rank_zero: bool) -> None:
+    """One gloo rank of :func:`test_rank_zero_labels_for_every_rank` (spawned)."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+
+    def make() -> LabelTable:
+        if rank != 0:
+            raise AssertionError("only rank 0 may run the teacher")
+        if fail_on_rank_zero:
+            raise ValueError("teacher file is corrupt")
+        return LabelTable(torch.arange(15.0).view(5, 3) / 7.0, torch.tensor([True, False, True, True, False]),
+                          torch.tensor([False, False, True, False, False]))
+
+    try:
+        table = labels_from_rank_zero(make, 2, rank)
+        result = {"target": table.target, "keep": table.keep, "carried": table.carried}
+    except Exception as error:  # noqa: BLE001 - the test compares what each rank raised
+        result = {"error": f"{type(error).__name__}: {error}"}
+    torch.save(result, f"{out}.{rank}")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("fail_on_rank_zero", [False, True])
+def test_rank_zero_labels_for_every_rank(tmp_path: Path, fail_on_rank_zero: bool) -> None:
+    out = tmp_path / "result"
+    torch.multiprocessing.spawn(_label_on_two_ranks, args=(str(tmp_path / "store"), str(out), fail_on_rank_zero),
+                                nprocs=2)
+    first, second = (torch.load(f"{out}.{rank}", weights_only=True) for rank in (0, 1))
+    if fail_on_rank_zero:
+        assert first["error"] == "ValueError: teacher file is corrupt"
+        assert second["error"].startswith("RuntimeError: rank 0 failed")
+    else:
+        assert torch.equal(first["target"], second["target"])
+        assert torch.equal(second["target"][4], torch.arange(12.0, 15.0) / 7.0)
+        assert first["keep"].tolist() == second["keep"].tolist() == [True, False, True, True, False]
+        assert second["carried"].tolist() == [False, False, True, False, False]

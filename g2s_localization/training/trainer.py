@@ -6,6 +6,7 @@ checkpoints (safetensors + resolved config) and resumes from ``<out_dir>/last.sa
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,9 @@ from g2s_localization.training.losses import (
     rotation_pseudo_pair_loss,
     supervised_volume_loss,
 )
-from g2s_localization.training.self_training import PseudoLabeller, PseudoLabels, carry_labels, run_teacher
+from g2s_localization.training.self_training import (
+    PseudoLabeller, PseudoLabels, carry_labels, labels_from_rank_zero, run_teacher,
+)
 
 
 LABELLED = "pseudo_labelled"  # the fraction of a batch the teacher labelled (TensorBoard: stats/)
@@ -69,6 +72,8 @@ class TrainConfig:
     pseudo_label_weight: float = 1.0
     pseudo_label_min_confidence: float = 0.3  # the teacher's probability within 1 m and 1 deg of its estimate
     pseudo_label_track_s: float = 0.0  # > 0: label the set once, carrying confident labels this far by odometry
+    pseudo_label_agree_m: float = 1.0  # a frame between two confident ones is labelled only when both carry ...
+    pseudo_label_agree_deg: float = 1.0  # ... to places this close (the teacher's yaw is often 0.5-1 deg off)
     init_weights: str = ""  # a fresh run starts from this checkpoint's weights (fine-tuning); "" = initialisation
     pretrained: str = ""  # ResNet backbones: local torchvision ImageNet state dict for both trunks; "" = scratch
     mixed_precision: str = "off"  # encoders under autocast: "off", "bf16" (CPU or CUDA) or "fp16" (CUDA, loss scaling)
@@ -85,6 +90,8 @@ class TrainConfig:
             raise ValueError("a teacher labels weakly supervised training; full supervision has true poses")
         if self.pseudo_label_track_s < 0 or (self.pseudo_label_track_s and not self.teacher):
             raise ValueError("pseudo_label_track_s must be >= 0 and needs a teacher")
+        if self.pseudo_label_agree_m <= 0 or self.pseudo_label_agree_deg <= 0:
+            raise ValueError("pseudo_label_agree_m and pseudo_label_agree_deg must be positive")
         if self.init_weights and self.pretrained:
             raise ValueError("init_weights and pretrained both set the starting weights: choose one")
         if self.pretrained and self.model.backbone == "small":
@@ -174,17 +181,19 @@ def apply_gradients(loss: torch.Tensor, net: torch.nn.Module, optimizer: torch.o
     scaler.update()
 
 
-def _labeller(config: TrainConfig, dataset, device: torch.device, progress: bool
+def _labeller(config: TrainConfig, dataset, device: torch.device, progress: bool, world: int = 1, rank: int = 0
               ) -> Callable[[dict[str, torch.Tensor]], PseudoLabels] | None:
     """The teacher per batch, or (``pseudo_label_track_s`` > 0) a table of the whole set's labels,
-    made once before the first step; None without a teacher."""
+    made once before the first step (by rank 0 under torchrun); None without a teacher."""
     if not config.teacher:
         return None
     labeller = PseudoLabeller.from_weights(config.teacher, config.model, config.pseudo_label_min_confidence, device)
     if config.pseudo_label_track_s <= 0:
         return labeller
-    table = carry_labels(run_teacher(labeller, dataset, progress=progress), dataset,
-                         config.pseudo_label_min_confidence, config.pseudo_label_track_s)
+    table = labels_from_rank_zero(lambda: carry_labels(
+        run_teacher(labeller, dataset, progress=progress), dataset, config.pseudo_label_min_confidence,
+        config.pseudo_label_track_s, config.pseudo_label_agree_m, math.radians(config.pseudo_label_agree_deg)),
+        world, rank, device)
     if progress:
         print(f"pseudo labels: {100 * float(table.keep.float().mean()):.1f} % of {len(dataset)} frames "
               f"({100 * float(table.carried.float().mean()):.1f} % carried by odometry)")
@@ -226,7 +235,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         state = read_state_dict(config.pretrained)
         for encoder in (net.ground_encoder, net.satellite_encoder):
             load_pretrained_trunk(encoder, state)
-    module = LossModule(net, config, _labeller(config, dataset, device, progress and rank == 0))
+    module = LossModule(net, config, _labeller(config, dataset, device, progress and rank == 0, world, rank))
     if world > 1:
         module = DistributedDataParallel(module, find_unused_parameters=True)
     writer = None
