@@ -213,18 +213,44 @@ class TestCommandLine:
 
 
 class TestSelfTrainingFromBags:
-    def test_a_teacher_labels_bag_frames_but_cannot_carry_labels(self, small_world_dir: Path, drive_bag: Path,
-                                                                 tmp_path: Path) -> None:
+    def test_a_teacher_labels_bag_frames(self, small_world_dir: Path, drive_bag: Path, tmp_path: Path) -> None:
         from torch.utils.data import DataLoader
 
-        from g2s_localization.training.self_training import PseudoLabeller, TeacherPass, carry_labels
+        from g2s_localization.training.self_training import PseudoLabeller
 
         dataset = BagRegistrationDataset(bag_set(drive_bag, small_world_dir / "area.mbtiles", tmp_path), TINY,
                                          progress=False)
         batch = next(iter(DataLoader(dataset, batch_size=3)))
         labels = PseudoLabeller.from_weights("baseline", TINY, 0.05, torch.device("cpu"))(batch)
         assert labels.target.shape == (3, 3) and bool(torch.isfinite(labels.target).all())
+
+    def test_the_bags_odometry_carries_labels_as_the_folders_does(self, small_dataset: Path, small_world_dir: Path,
+                                                                 drive_bag: Path, tmp_path: Path) -> None:
+        from g2s_localization.training.self_training import carry_labels
+        from test_self_training import truth_pass
+
+        bags = BagRegistrationDataset(bag_set(drive_bag, small_world_dir / "area.mbtiles", tmp_path), TINY,
+                                      progress=False)
+        folder = KittiRegistrationDataset(small_dataset, "train", TINY, prior="gnss")
+        teacher, truth = truth_pass(folder, [0, 9])  # the bag's frames and priors are the folder's
+        assert bags.camera_mount(0) == folder.camera_mount(0)
+        from_bag = carry_labels(teacher, bags, 0.5, track_s=1.0)
+        from_folder = carry_labels(teacher, folder, 0.5, track_s=1.0)
+        assert from_bag.keep.tolist() == from_folder.keep.tolist() == [True] * 10
+        assert from_bag.carried.tolist() == [False] + [True] * 8 + [False]
+        # the bag's /odom integrates each interval at its end rate (the folder: trapezoidal): close, not equal
+        error = np.hypot(*(from_bag.target.numpy()[:, :2] - truth[:, :2]).T)
+        assert float(error.max()) < 0.3
+        assert float(np.abs(from_bag.target.numpy()[:, 2] - truth[:, 2]).max()) < np.radians(1.0)
+
+    def test_a_bag_without_odometry_cannot_carry_labels(self, small_world_dir: Path, drive_bag: Path,
+                                                        tmp_path: Path) -> None:
+        from g2s_localization.training.self_training import TeacherPass, carry_labels
+
+        no_odom = rewrite(drive_bag, tmp_path / "no_odom", lambda topic, msg: None if topic == "/odom" else msg)
+        dataset = BagRegistrationDataset(bag_set(no_odom, small_world_dir / "area.mbtiles", tmp_path), TINY,
+                                         progress=False)
         nothing = TeacherPass(np.zeros((len(dataset), 3)), np.zeros(len(dataset)), np.zeros((len(dataset), 2)),
                               np.zeros(len(dataset)))
-        with pytest.raises(ValueError, match="odometry"):
+        with pytest.raises(ValueError, match="has no odometry"):
             carry_labels(nothing, dataset, 0.3, 1.5)

@@ -31,8 +31,9 @@ from g2s_localization.geo.tiles import TileCache
 from g2s_localization.registration.model import ModelConfig
 from g2s_localization.registration.registrars import live_batch
 from g2s_localization.runtime.bag_files import resolve_bag
+from g2s_localization.runtime.mount import PlanarMount
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: frames keep the bag's odometry and the camera mount
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,9 @@ def cache_bag(source: BagSource, bags: BagSetConfig, model: ModelConfig, labelle
             infos.append(frame.camera_info)
         frames.append({"stamp_s": frame.stamp_s, "prior": list(frame.prior), "pitch_rad": frame.pitch_rad,
                        "roll_rad": frame.roll_rad, "camera": infos.index(frame.camera_info),
-                       "truth": list(frame.truth) if frame.truth else None})
+                       "truth": list(frame.truth) if frame.truth else None,
+                       "odometry": list(frame.odometry) if frame.odometry else None,
+                       "camera_mount": asdict(frame.camera_mount)})
         bar.update()
     bar.close()
     if not frames:
@@ -154,6 +157,25 @@ class BagRegistrationDataset(Dataset):
         if self.prior == "gnss":
             return truth, tuple(record["prior"])  # type: ignore[return-value]
         return truth, perturbed_prior(truth, self.config, self.seed, index)  # type: ignore[arg-type]
+
+    def odometry(self, index: int) -> tuple[int, float, tuple[float, float, float] | None]:
+        """Frame ``index``'s bag (one drive each), time (s) and ``T_odom_base`` (x, y, yaw) from the bag's
+        odometry topic (None where it has no message near the image). A bag without any raises:
+        carrying pseudo labels needs it."""
+        source, n = self.frames[index]
+        frames = self.indexes[source]["frames"]
+        record = frames[n]
+        if record["odometry"] is None and not any(f["odometry"] for f in frames):
+            raise ValueError(f"{self.indexes[source]['bag']} has no odometry ({self.bags.topics.odometry!r}, "
+                             f"nav_msgs/Odometry odom -> base_link): record it to carry pseudo labels, or set "
+                             f"pseudo_label_track_s to 0")
+        odometry = tuple(record["odometry"]) if record["odometry"] else None
+        return source, float(record["stamp_s"]), odometry  # type: ignore[return-value]
+
+    def camera_mount(self, index: int) -> PlanarMount:
+        """The camera's mount on base_link (from the bag's /tf_static) for frame ``index``."""
+        source, n = self.frames[index]
+        return PlanarMount(**self.indexes[source]["frames"][n]["camera_mount"])
 
     def _satellite(self, source: int, n: int, prior: tuple[float, float, float]) -> np.ndarray:
         if self.prior == "gnss":  # cropped once, when the bag was read

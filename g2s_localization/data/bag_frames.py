@@ -5,7 +5,9 @@ bags only, the ground truth) and one over its images. Each sampled image is pair
 and IMU attitude nearest in header time (within the node's own age limits), decoded by the node's
 decoders, and given the prior the node would search from: the antenna's fix moved to the camera
 through the /tf_static mounts, heading from the IMU (REP-145 ENU). Frames the node would refuse
-(no fix, stale IMU, undecodable image, outside the tile cache) are skipped and counted.
+(no fix, stale IMU, undecodable image, outside the tile cache) are skipped and counted. A bag's
+odometry (``/odom``, nav_msgs/Odometry), when it has one, goes with each frame: self-training
+carries pseudo labels along it, as it does along a KITTI drive's OXTS dead reckoning.
 
 Weak training reads no ground truth: ``labelled=False`` never opens the truth topics.
 """
@@ -33,6 +35,7 @@ from g2s_localization.runtime.message_decoding import (
     camera_from_info,
     fix_from_navsatfix,
     image_to_rgb,
+    odometry_from_msg,
     sensor_mount,
     stamp_to_seconds,
 )
@@ -54,6 +57,7 @@ class BagTopics:
     base_frame: str = "base_link"
     truth_fix: str = TOPICS["gt_fix"]  # labelled bags only (calibration): base_link's WGS84 position
     truth_pose: str = TOPICS["gt_pose"]  # labelled bags only: base_link's pose in map (its ENU yaw)
+    odometry: str = TOPICS["odom"]  # optional nav_msgs/Odometry, odom -> base_link: carries pseudo labels
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class BagFrame:
     pitch_rad: float  # camera pitch below the horizon: IMU pitch + mount pitch
     roll_rad: float
     truth: tuple[float, float, float] | None = None  # camera lat, lon, yaw; labelled bags only
+    odometry: tuple[float, float, float] | None = None  # T_odom_base (x, y, yaw) at the image; None: no odometry
+    camera_mount: PlanarMount = PlanarMount()  # the camera on base_link, from /tf_static
 
 
 @dataclass
@@ -129,8 +135,9 @@ def read_bag_frames(bag, tiles: TileCache, topics: BagTopics = BagTopics(), ever
             raise ValueError(f"{bag} lacks topic(s) {missing}; it has {sorted(by_topic)}")
         if by_topic[topics.image].msgtype not in IMAGE_TYPES:
             raise ValueError(f"{topics.image} is {by_topic[topics.image].msgtype}, expected one of {IMAGE_TYPES}")
-        small = [by_topic[t] for t in needed[1:]] + [c for c in reader.connections if c.topic == "/tf_static"]
-        fixes, attitudes, infos, truth_fix, truth_yaw = (_whole_bag_buffer() for _ in range(5))
+        small = [by_topic[t] for t in needed[1:]] + [c for c in reader.connections
+                                                     if c.topic in ("/tf_static", topics.odometry)]
+        fixes, attitudes, infos, truth_fix, truth_yaw, odometry = (_whole_bag_buffer() for _ in range(6))
         static: StaticTransforms = {}
         frames = {"gnss": ""}
         for conn, _, raw in reader.messages(connections=small):
@@ -146,6 +153,8 @@ def read_bag_frames(bag, tiles: TileCache, topics: BagTopics = BagTopics(), ever
             elif conn.topic == topics.imu:
                 att = attitude_from_imu(msg)
                 attitudes.add(att.stamp_s, att)
+            elif conn.topic == topics.odometry:
+                odometry.add(*odometry_from_msg(msg))
             elif conn.topic == topics.truth_fix:
                 truth_fix.add(stamp_to_seconds(msg.header.stamp), (float(msg.latitude), float(msg.longitude)))
             elif conn.topic == topics.truth_pose:
@@ -193,7 +202,7 @@ def read_bag_frames(bag, tiles: TileCache, topics: BagTopics = BagTopics(), ever
                 continue
             report.used += 1
             yield BagFrame(stamp, rgb, info[1], prior, att.pitch_rad + camera_mount.pitch_rad, att.roll_rad,
-                           truth), crop
+                           truth, _value(odometry, stamp, max_imu_age_s), camera_mount), crop
     return report
 
 

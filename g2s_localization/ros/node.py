@@ -54,7 +54,9 @@ from g2s_localization.ros.messages import (
     stamp_to_seconds,
 )
 from g2s_localization.ros.node_config import PARAMETERS, ConfigurationError, open_localizer
-from g2s_localization.runtime.message_decoding import StaticTransforms, add_static_transforms, sensor_mount
+from g2s_localization.runtime.message_decoding import (
+    StaticTransforms, add_static_transforms, odometry_from_msg, sensor_mount,
+)
 from g2s_localization.runtime.timing import FrameTimings
 from g2s_localization.runtime.pipeline import Frame, Localizer, Outcome, State
 from g2s_localization.runtime.sync import NearestBuffer
@@ -183,8 +185,7 @@ class G2SNode(Node):
 
     def _on_odometry(self, msg: Odometry) -> None:
         """Dead reckoning from a wheel / visual odometry topic: the pose of its child in its parent frame."""
-        p, q = msg.pose.pose.position, msg.pose.pose.orientation
-        self.odom.add(stamp_to_seconds(msg.header.stamp), (p.x, p.y, quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w))))
+        self.odom.add(*odometry_from_msg(msg))
 
     def _on_image(self, msg: Image) -> None:
         self.counters["received"] += 1

@@ -85,6 +85,13 @@ def attitude_from_imu(msg) -> Attitude:
     return Attitude(stamp, yaw, float(pitch), float(roll))
 
 
+def odometry_from_msg(msg) -> tuple[float, tuple[float, float, float]]:
+    """A nav_msgs/Odometry's stamp (s) and its child's planar pose in its parent frame,
+    ``T_odom_base`` as (x, y, yaw): wheel or visual dead reckoning."""
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    return stamp_to_seconds(msg.header.stamp), (float(p.x), float(p.y), quaternion_xyzw_to_yaw((q.x, q.y, q.z, q.w)))
+
+
 StaticTransforms = dict[str, tuple[str, NDArray[np.float64], NDArray[np.float64]]]
 
 

@@ -136,8 +136,9 @@ def carry_labels(teacher: TeacherPass, dataset, min_confidence: float, track_s: 
                  agree_m: float = 1.0, agree_rad: float = math.radians(1.0)) -> LabelTable:
     """Confident frames keep the teacher's estimate; every other frame within ``track_s`` seconds of
     one (same drive) gets that frame's pose carried there by odometry (``dataset.odometry(i)``:
-    drive, time s, ``T_odom_base``; ``dataset.camera_mount(i)``), unless the nearest confident
-    frames before and after it carry to places more than ``agree_m`` / ``agree_rad`` apart."""
+    drive, time s, ``T_odom_base`` or None where the drive has none; ``dataset.camera_mount(i)``),
+    unless the nearest confident frames before and after it carry to places more than ``agree_m`` /
+    ``agree_rad`` apart."""
     if not (hasattr(dataset, "odometry") and hasattr(dataset, "camera_mount")):
         raise ValueError(f"carrying pseudo labels needs the drives' odometry, which {type(dataset).__name__} "
                          f"does not give; set pseudo_label_track_s to 0")
@@ -147,7 +148,8 @@ def carry_labels(teacher: TeacherPass, dataset, min_confidence: float, track_s: 
     drives: dict[int, list[tuple[float, int, tuple[float, float, float]]]] = {}
     for i in range(n):
         drive, stamp_s, odometry = dataset.odometry(i)
-        drives.setdefault(drive, []).append((stamp_s, i, odometry))
+        if odometry is not None:  # a frame without odometry keeps only the teacher's own label
+            drives.setdefault(drive, []).append((stamp_s, i, odometry))
     for frames in drives.values():
         frames.sort()
         first = frames[0][1]
