@@ -135,3 +135,17 @@ class TestAngles:
             g.quaternion_xyzw_to_yaw((0.0, 0.0, 0.0, 0.0))
         with pytest.raises(ValueError):
             g.quaternion_xyzw_to_yaw((float("nan"), 0.0, 0.0, 1.0))
+
+
+class TestHeadingFrameToEnu:
+    def test_known_values(self) -> None:
+        # heading north (yaw 90 deg): forward is north, left is west
+        assert g.heading_frame_to_enu(2.0, 0.0, math.pi / 2) == pytest.approx((0.0, 2.0))
+        assert g.heading_frame_to_enu(0.0, 3.0, math.pi / 2) == pytest.approx((-3.0, 0.0))
+        assert g.heading_frame_to_enu(1.0, 1.0, 0.0) == (1.0, 1.0)
+
+    def test_negative_yaw_inverts(self) -> None:
+        for yaw in (-2.5, -0.3, 0.7, 3.0):
+            east, north = g.heading_frame_to_enu(4.0, -1.5, yaw)
+            assert math.hypot(east, north) == pytest.approx(math.hypot(4.0, -1.5))
+            assert g.heading_frame_to_enu(east, north, -yaw) == pytest.approx((4.0, -1.5), abs=1e-12)

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from g2s_localization.cameras.pinhole import PinholeCamera
 from g2s_localization.data.kitti_calib import camera_mount
 from g2s_localization.data.kitti_raw import GroundTruthPose, KittiRawDrive, find_drives
-from g2s_localization.geo.geodesy import EnuFrame, wrap_angle
+from g2s_localization.geo.geodesy import EnuFrame, heading_frame_to_enu, wrap_angle
 from g2s_localization.geo.tile_sources import open_tile_source
 from g2s_localization.geo.tiles import PatchGeoref, TileCache, crop_north_up
 from g2s_localization.registration.model import ModelConfig
@@ -192,8 +192,8 @@ def perturbed_prior(truth: tuple[float, float, float], config: ModelConfig, seed
     rng = np.random.default_rng([seed, index])
     r, y = config.search_radius_m, math.radians(config.yaw_range_deg)
     fwd, left, dyaw = rng.uniform(-r, r), rng.uniform(-r, r), rng.uniform(-y, y)
-    c, s = math.cos(truth[2]), math.sin(truth[2])
-    lat, lon, _ = EnuFrame(truth[0], truth[1]).to_geodetic(np.array([fwd * c - left * s, fwd * s + left * c, 0.0]))
+    east, north = heading_frame_to_enu(fwd, left, truth[2])
+    lat, lon, _ = EnuFrame(truth[0], truth[1]).to_geodetic(np.array([east, north, 0.0]))
     return float(lat), float(lon), float(wrap_angle(truth[2] + dyaw))
 
 
@@ -207,8 +207,7 @@ def truth_entries(truth: tuple[float, float, float], prior: tuple[float, float, 
     """Labels: the truth, and as ``target`` (forward m, left m, yaw rad) relative to the prior in the
     prior's heading frame (what the model predicts)."""
     east, north, _ = EnuFrame(prior[0], prior[1]).to_enu(truth[0], truth[1])
-    c, s = math.cos(prior[2]), math.sin(prior[2])
+    forward, left = heading_frame_to_enu(float(east), float(north), -prior[2])
     return {"true_latlon": torch.tensor(truth[:2], dtype=torch.float64),
             "true_yaw": torch.tensor(truth[2], dtype=torch.float64),
-            "target": torch.tensor([float(east * c + north * s), float(-east * s + north * c),
-                                    float(wrap_angle(truth[2] - prior[2]))], dtype=torch.float32)}
+            "target": torch.tensor([forward, left, float(wrap_angle(truth[2] - prior[2]))], dtype=torch.float32)}

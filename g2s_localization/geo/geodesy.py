@@ -187,6 +187,13 @@ def wrap_angle(angle_rad: ArrayLike) -> FloatArray:
     return np.where(wrapped == -np.pi, np.pi, wrapped)
 
 
+def heading_frame_to_enu(forward_m: float, left_m: float, yaw_rad: float) -> tuple[float, float]:
+    """A planar vector given along a heading (``forward``, ``left`` of a frame yawed ``yaw_rad`` from
+    east, counter-clockwise) as (east, north). ``-yaw_rad`` turns (east, north) back into it."""
+    c, s = math.cos(yaw_rad), math.sin(yaw_rad)
+    return forward_m * c - left_m * s, forward_m * s + left_m * c
+
+
 def heading_to_yaw(heading_rad: ArrayLike) -> FloatArray:
     """Compass heading (0 north, clockwise) to ENU yaw (0 east, counter-clockwise)."""
     return wrap_angle(np.pi / 2.0 - np.asarray(heading_rad, dtype=np.float64))

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
-from g2s_localization.geo.geodesy import EnuFrame
+from g2s_localization.geo.geodesy import EnuFrame, heading_frame_to_enu
 
 Pose2 = tuple[float, float, float]  # east (m), north (m), ENU yaw (rad)
 
@@ -42,8 +42,7 @@ class PlanarMount:
                    math.asin(max(-1.0, min(1.0, -forward[2]))))
 
     def _offset(self, yaw: float) -> tuple[float, float]:
-        c, s = math.cos(yaw), math.sin(yaw)
-        return self.forward_m * c - self.left_m * s, self.forward_m * s + self.left_m * c
+        return heading_frame_to_enu(self.forward_m, self.left_m, yaw)
 
     def sensor_pose(self, base: Pose2) -> Pose2:
         """``T_map_sensor`` for ``T_map_base``."""

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from g2s_localization.cameras.model import CameraModel
-from g2s_localization.geo.geodesy import EnuFrame
+from g2s_localization.geo.geodesy import EnuFrame, heading_frame_to_enu
 from g2s_localization.geo.tile_sources import TileError
 from g2s_localization.geo.tiles import TileCache
 from g2s_localization.registration.registrars import Registrar, RegistrationResult
@@ -242,7 +242,7 @@ class Localizer:
         if frame.odometry is not None:  # odom is ENU-aligned up to a yaw offset: the IMU heading fixes it
             x, y, odom_yaw = frame.odometry
             turn = att.yaw_rad - odom_yaw
-            base_en = (x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn))
+            base_en = heading_frame_to_enu(x, y, turn)
             position = self.camera_mount.sensor_pose((*base_en, att.yaw_rad))[:2]
         try:
             found = self.relocalizer.update(frame.image, frame.camera, cam_yaw, position, cfg.camera_height_m,

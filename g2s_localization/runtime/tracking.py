@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from g2s_localization.geo.geodesy import heading_frame_to_enu
 from g2s_localization.registration.reliability import CHI2_99_2DOF
 from g2s_localization.runtime.mount import Pose2
 
@@ -36,11 +37,9 @@ def carried(last: TrackedPose, odometry: Odometry, drift_ratio: float) -> tuple[
     """``last`` moved by the odometry since: base_link's predicted pose and its (2, 2) position covariance
     (the last pose's, its heading error turned into position over the distance moved, and drift)."""
     (x0, y0, yaw0), (x1, y1, yaw1) = last.odometry, odometry
-    c, s = math.cos(yaw0), math.sin(yaw0)
-    forward, left = c * (x1 - x0) + s * (y1 - y0), -s * (x1 - x0) + c * (y1 - y0)  # the motion in base_link
+    forward, left = heading_frame_to_enu(x1 - x0, y1 - y0, -yaw0)  # the motion in base_link
     east0, north0, map_yaw0 = last.pose
-    c, s = math.cos(map_yaw0), math.sin(map_yaw0)
-    moved = np.array([forward * c - left * s, forward * s + left * c])
+    moved = np.array(heading_frame_to_enu(forward, left, map_yaw0))
     J = np.array([[1.0, 0.0, -moved[1]], [0.0, 1.0, moved[0]]])
     covariance = J @ last.covariance @ J.T + np.eye(2) * (drift_ratio * float(np.hypot(*moved))) ** 2
     yaw = math.atan2(math.sin(map_yaw0 + yaw1 - yaw0), math.cos(map_yaw0 + yaw1 - yaw0))

@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from g2s_localization.geo.geodesy import EnuFrame, wrap_angle
+from g2s_localization.geo.geodesy import EnuFrame, heading_frame_to_enu, wrap_angle
 from g2s_localization.registration.correlation import PoseEstimate
 from g2s_localization.registration.model import ModelConfig
 from g2s_localization.registration.registrars import BaselineRegistrar, Registrar, registrar_from_weights
@@ -107,16 +107,14 @@ def run_teacher(labeller: PseudoLabeller, dataset, batch_size: int = 4, progress
 
 
 def _camera_pose(target: np.ndarray, prior_en: np.ndarray, prior_yaw: float) -> Pose2:
-    c, s = math.cos(prior_yaw), math.sin(prior_yaw)
     forward, left, yaw_offset = (float(v) for v in target)
-    return (float(prior_en[0]) + forward * c - left * s, float(prior_en[1]) + forward * s + left * c,
-            float(wrap_angle(prior_yaw + yaw_offset)))
+    east, north = heading_frame_to_enu(forward, left, prior_yaw)
+    return float(prior_en[0]) + east, float(prior_en[1]) + north, float(wrap_angle(prior_yaw + yaw_offset))
 
 
 def _target(camera: Pose2, prior_en: np.ndarray, prior_yaw: float) -> np.ndarray:
-    c, s = math.cos(prior_yaw), math.sin(prior_yaw)
-    east, north = camera[0] - float(prior_en[0]), camera[1] - float(prior_en[1])
-    return np.array([east * c + north * s, -east * s + north * c, float(wrap_angle(camera[2] - prior_yaw))])
+    forward, left = heading_frame_to_enu(camera[0] - float(prior_en[0]), camera[1] - float(prior_en[1]), -prior_yaw)
+    return np.array([forward, left, float(wrap_angle(camera[2] - prior_yaw))])
 
 
 @dataclass(frozen=True)
