@@ -29,4 +29,14 @@ done
 [ -d "$ROOT/raw_data/2026_01_30/2026_01_30_drive_0001_sync" ] || \
   $G2S make-drive "$ROOT" --world "$ROOT/worlds/town30" --seed 21 --duration 15 --date 2026_01_30 --number 1 \
     --split val2 --preset "$PRESET"
+# EXTRA_TOWNS="12 13 14 15": more training towns, three drives each, listed apart in train_more_files.txt
+# (train on all with split: train+train_more); GNSS-labelled drives are what weak training can have more of
+for town in ${EXTRA_TOWNS:-}; do
+  [ -f "$ROOT/worlds/town$town/world.yaml" ] || $G2S make-world "$ROOT/worlds/town$town" --seed $town --preset "$PRESET"
+  for n in 1 2 3; do
+    [ -d "$ROOT/raw_data/2026_01_$town/2026_01_${town}_drive_000${n}_sync" ] || \
+      $G2S make-drive "$ROOT" --world "$ROOT/worlds/town$town" --seed $n --duration "$DURATION" \
+        --date 2026_01_$town --number $n --split train_more --preset "$PRESET"
+  done
+done
 echo "synthetic set ready in $ROOT"

@@ -32,6 +32,20 @@ def test_dataset_samples(small_dataset: Path) -> None:
     assert not torch.equal(gnss["target"], sample["target"])
 
 
+def test_split_joins_lists_with_a_plus(small_dataset: Path, tmp_path: Path) -> None:
+    for entry in small_dataset.iterdir():  # the same drives, the train list cut in two
+        if entry.is_dir():
+            (tmp_path / entry.name).symlink_to(entry)
+    lines = (small_dataset / "train_files.txt").read_text().splitlines()
+    (tmp_path / "first_files.txt").write_text("\n".join(lines[:4]) + "\n")
+    (tmp_path / "rest_files.txt").write_text("\n".join(lines[4:]) + "\n")
+    joined = KittiRegistrationDataset(tmp_path, "first+rest", TINY)
+    assert joined.frames == KittiRegistrationDataset(small_dataset, "train", TINY).frames and len(joined) == 10
+    assert len(KittiRegistrationDataset(tmp_path, "rest", TINY)) == 6
+    with pytest.raises(FileNotFoundError, match="'more'"):
+        KittiRegistrationDataset(tmp_path, "first+more", TINY)
+
+
 def test_weak_training_checkpoints_and_resumes(small_dataset: Path, tmp_path: Path) -> None:
     config = TrainConfig(dataset_root=str(small_dataset), split="train", epochs=1, max_steps=2, batch_size=2,
                          num_workers=0, out_dir=str(tmp_path / "run"), model=TINY, negative_min_distance_m=0.0)

@@ -57,7 +57,8 @@ class FrameRef:
 
 
 class KittiRegistrationDataset(Dataset):
-    """Frames listed in ``<root>/<split>_files.txt`` (or every frame of every drive). ``only_with_fix``
+    """Frames listed in ``<root>/<split>_files.txt`` (or every frame of every drive; ``a+b`` joins the
+    lists ``a`` and ``b``, as more training drives kept in a list of their own). ``only_with_fix``
     keeps the frames whose OXTS has a GNSS fix: without one, a ``"gnss"`` prior would fall back to the
     evaluation protocol around the truth, which weak training must never see."""
 
@@ -75,13 +76,16 @@ class KittiRegistrationDataset(Dataset):
         if split is None:
             self.frames = [FrameRef(i, f) for i, d in enumerate(self.drives) for f in d.frames]
         else:
-            list_file = self.root / f"{split}_files.txt"
             self.frames = []
-            for line in list_file.read_text().split("\n"):
-                if not line.strip():
-                    continue
-                parts = line.split()[0].split("/")  # date/drive/image_02/data/frame.png
-                self.frames.append(FrameRef(by_name[(parts[0], parts[1])], int(Path(parts[-1]).stem)))
+            for name in split.split("+"):  # "train+train_more": several lists, in order
+                list_file = self.root / f"{name}_files.txt"
+                if not list_file.is_file():
+                    raise FileNotFoundError(f"split {name!r} has no list {list_file}")
+                for line in list_file.read_text().split("\n"):
+                    if not line.strip():
+                        continue
+                    parts = line.split()[0].split("/")  # date/drive/image_02/data/frame.png
+                    self.frames.append(FrameRef(by_name[(parts[0], parts[1])], int(Path(parts[-1]).stem)))
         if only_with_fix:  # weak training: a frame without a GNSS fix has no label (the node skips it too)
             self.frames = [ref for ref in self.frames if self.drives[ref.drive_index].oxts(ref.frame).has_fix]
         used = sorted({ref.drive_index for ref in self.frames})  # drives outside the split may be incomplete
