@@ -69,3 +69,13 @@ def test_bag_config_names_a_tile_cache_per_town() -> None:
     hard = load_yaml(TrainConfig, CONFIG / "train_weak_hard.yaml")
     assert (config.batch_size, config.learning_rate, config.epochs) == (hard.batch_size, hard.learning_rate,
                                                                         hard.epochs)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG.glob("train_*.yaml")), ids=lambda p: p.name)
+def test_every_training_config_loads(path: Path) -> None:
+    """A key misspelt in a shipped config raises here, not after a long data preparation."""
+    config = load_yaml(TrainConfig, path)
+    assert config.epochs > 0 and config.out_dir.startswith("runs/")
+    for shipped in (config.teacher, config.init_weights):  # a shipped teacher or start must be in the repository
+        if shipped.startswith("g2s_localization/"):
+            assert (CONFIG.parent / shipped).is_file(), shipped
