@@ -143,6 +143,7 @@ class BagRegistrationDataset(Dataset):
         self.indexes = [yaml.safe_load((f / "index.yaml").read_text()) for f in self.folders]
         self.frames = [(i, n) for i, index in enumerate(self.indexes) for n in range(len(index["frames"]))]
         self.reports = [index["report"] for index in self.indexes]
+        self._has_odometry = [any(f["odometry"] for f in index["frames"]) for index in self.indexes]
         self._cameras = [[camera_of(info) for info in index["cameras"]] for index in self.indexes]
         self._tiles: dict[int, TileCache] = {}  # opened in the worker that uses them
 
@@ -163,9 +164,8 @@ class BagRegistrationDataset(Dataset):
         odometry topic (None where it has no message near the image). A bag without any raises:
         carrying pseudo labels needs it."""
         source, n = self.frames[index]
-        frames = self.indexes[source]["frames"]
-        record = frames[n]
-        if record["odometry"] is None and not any(f["odometry"] for f in frames):
+        record = self.indexes[source]["frames"][n]
+        if not self._has_odometry[source]:
             raise ValueError(f"{self.indexes[source]['bag']} has no odometry ({self.bags.topics.odometry!r}, "
                              f"nav_msgs/Odometry odom -> base_link): record it to carry pseudo labels, or set "
                              f"pseudo_label_track_s to 0")
