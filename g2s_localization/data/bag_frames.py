@@ -42,6 +42,7 @@ from g2s_localization.runtime.message_decoding import (
 from g2s_localization.runtime.mount import PlanarMount
 from g2s_localization.runtime.pipeline import attitude_problem, gnss_prior_problem
 from g2s_localization.runtime.sync import NearestBuffer
+from g2s_localization.runtime.tracking import MAX_ODOMETRY_AGE_S
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -71,7 +72,7 @@ class BagFrame:
     pitch_rad: float  # camera pitch below the horizon: IMU pitch + mount pitch
     roll_rad: float
     truth: tuple[float, float, float] | None = None  # camera lat, lon, yaw; labelled bags only
-    odometry: tuple[float, float, float] | None = None  # T_odom_base (x, y, yaw) at the image; None: no odometry
+    odometry: tuple[float, float, float] | None = None  # T_odom_base (x, y, yaw) at the image, as the node pairs it
     camera_mount: PlanarMount = PlanarMount()  # the camera on base_link, from /tf_static
 
 
@@ -202,7 +203,7 @@ def read_bag_frames(bag, tiles: TileCache, topics: BagTopics = BagTopics(), ever
                 continue
             report.used += 1
             yield BagFrame(stamp, rgb, info[1], prior, att.pitch_rad + camera_mount.pitch_rad, att.roll_rad,
-                           truth, _value(odometry, stamp, max_imu_age_s), camera_mount), crop
+                           truth, _value(odometry, stamp, MAX_ODOMETRY_AGE_S), camera_mount), crop
     return report
 
 

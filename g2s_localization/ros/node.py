@@ -60,6 +60,7 @@ from g2s_localization.runtime.message_decoding import (
 from g2s_localization.runtime.timing import FrameTimings
 from g2s_localization.runtime.pipeline import Frame, Localizer, Outcome, State
 from g2s_localization.runtime.sync import NearestBuffer
+from g2s_localization.runtime.tracking import MAX_ODOMETRY_AGE_S
 
 CAMERA_INFO_WAIT_S = 1.0  # how long a frame waits for the first CameraInfo before it is BAD_INPUT
 LEVELS = {State.OK: DiagnosticStatus.OK, State.RELOCALIZED: DiagnosticStatus.OK,
@@ -228,7 +229,7 @@ class G2SNode(Node):
             time.sleep(0.002)
         fix = self.fixes.nearest(frame.stamp_s, max(slop, self.p("max_gnss_age_s")))
         att = self.attitudes.nearest(frame.stamp_s, max(slop, self.p("max_imu_age_s")))
-        odom = self.odom.nearest(frame.stamp_s, max(slop, 0.2))
+        odom = self.odom.nearest(frame.stamp_s, max(slop, MAX_ODOMETRY_AGE_S))
         return replace(frame, camera=frame.camera or self.camera, gnss=fix[1] if fix else None,
                        attitude=att[1] if att else None, odometry=odom[1] if odom else None)
 
@@ -316,7 +317,7 @@ class G2SNode(Node):
 
     def _publish_tf(self, outcome: Outcome) -> None:
         mode = self.p("tf_mode")
-        odom = self.odom.nearest(outcome.stamp_s, 0.2)
+        odom = self.odom.nearest(outcome.stamp_s, MAX_ODOMETRY_AGE_S)
         t = TransformStamped()
         self._header(t, outcome.stamp_ns, self.p("map_frame"))
         T_map_base = (outcome.east_m, outcome.north_m, outcome.yaw_rad)

@@ -21,6 +21,7 @@ from g2s_localization.registration.reliability import CHI2_99_2DOF
 from g2s_localization.runtime.mount import Pose2
 
 Odometry = tuple[float, float, float]  # T_odom_base as (x, y, yaw)
+MAX_ODOMETRY_AGE_S = 0.2  # the odometry pose nearest an image, if no farther than this, is the image's
 
 
 @dataclass(frozen=True)
